@@ -1,0 +1,58 @@
+"""Config composition outside ``@hydra.main`` (tests, ``mchad.data prepare``, notebooks) and
+the checks that turn bad names into one-line errors before Hydra prints a stack trace."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from mchad.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+
+GROUPS_CHECKED = ("experiment", "method", "data", "backbone", "testsets", "trainer", "debug", "logger", "callbacks")
+
+
+def options(group: str) -> list[str]:
+    """The option names of a config group, e.g. ``options("experiment")``."""
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def check_overrides(overrides: Sequence[str]) -> None:
+    """Raise a one-line :class:`ConfigError` for an override that names an unknown group option.
+
+    Hydra would otherwise fail with a multi-line message. Handles ``group=a,b`` sweeps too.
+    """
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        key = key.lstrip("+~")
+        if not sep or key not in GROUPS_CHECKED or value in ("", "null"):
+            continue
+        choices = value.removeprefix("choice(").removesuffix(")").split(",")
+        known = options(key)
+        for choice in (c.strip() for c in choices):
+            if choice not in known:
+                raise ConfigError(f"unknown {key} '{choice}': choose one of {', '.join(known)}")
+
+
+def compose(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> DictConfig:
+    """Compose the project config as ``run.py`` would, with the ``hydra:`` resolvers working.
+
+    Args:
+        overrides: command-line style overrides, e.g. ``["experiment=quickstart", "seed=3"]``.
+        output_dir: the run directory (``hydra.runtime.output_dir``); defaults to Hydra's run dir.
+    """
+    check_overrides(overrides)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.cwd = str(Path.cwd())
+        cfg.hydra.runtime.output_dir = str(output_dir or Path.cwd() / "outputs")
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    return cfg

@@ -1,0 +1,109 @@
+"""II: the ii-loss (intra-class spread minus inter-class separation) with class-mean centers."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mchad.methods.method import Method, Outputs, split_known, zero
+from mchad.methods.terms import check_non_negative, min_distance, nearest_class
+from mchad.nn.centers import RunningClassMeans, pairwise_squared_distances
+
+
+def batch_class_means(z: Tensor, y: Tensor, n_classes: int) -> tuple[Tensor, Tensor]:
+    """Mean embedding of every class in the batch: ``(means (C x D), present (C,))``.
+
+    ``z`` (B x D) and ``y`` (B,) hold known samples only; rows of absent classes are zero
+    and ``present`` marks the others. Differentiable with respect to ``z``.
+    """
+    sums = z.new_zeros(n_classes, z.shape[1]).index_add(0, y, z)
+    counts = torch.bincount(y, minlength=n_classes)
+    return sums / counts.clamp(min=1).unsqueeze(1).to(z.dtype), counts > 0
+
+
+def intra_spread(z: Tensor, y: Tensor, means: Tensor) -> Tensor:
+    """``1/N sum_i ||z_i - mu_{y_i}||^2`` for known samples ``z`` (N x D), ``y`` (N,) and centers ``means``."""
+    return (z - means[y]).pow(2).sum() / z.shape[0]
+
+
+def inter_separation(means: Tensor) -> Tensor:
+    """``min_{j != k} ||mu_j - mu_k||^2`` over the rows of ``means``; zero (undefined) for fewer than two rows."""
+    if means.shape[0] < 2:
+        return zero(means)
+    d = pairwise_squared_distances(means, means)
+    off_diagonal = ~torch.eye(means.shape[0], dtype=torch.bool, device=means.device)
+    return d[off_diagonal].min()
+
+
+class II(Method):
+    """ii-loss: learn an embedding where classes are tight and far apart; centers are class means.
+
+    Hassen, Chan: *Learning a Neural-network-based Representation for Open Set
+    Recognition*, SDM 2020 (https://arxiv.org/abs/1802.04365).
+
+    The embedding is ``z = BN(f(x))``, a BatchNorm without affine parameters
+    (optional): the normalised embedding keeps the separation term from growing by
+    mere scaling. The reference code's BatchNorm had affine parameters. With ``K`` the known samples of the batch,
+    ``Y`` the classes present in it and ``mu_c`` the class centers::
+
+        spread:     1/|K| sum_{i in K} ||z_i - mu_{y_i}||^2
+        separation: -w_sep * min_{j, k in Y, j != k} ||mu_j - mu_k||^2
+
+    In training, ``mu_c`` are the means of the batch (gradients flow through them),
+    and every batch is added to running class means (:class:`~mchad.nn.centers.RunningClassMeans`)
+    that are reset at the start of each training epoch; so they are the class means of
+    the epoch's embeddings, an online approximation of the paper's means over the
+    training set after training. Outside training, ``mu_c`` are those running means.
+    Prediction: the nearest running mean; OOD score ``distance``: the squared distance
+    to it.
+
+    Differences from pytorch-ood 0.4.0 ``IILoss``: its running centers average
+    per-batch means with one counter for all classes (a class absent from a batch is
+    down-weighted); here they are exact per-class means. With fewer than two classes
+    in a batch the separation is undefined; pytorch-ood then returns ``-w_sep * 1e24``,
+    here the term is zero. Otherwise the losses agree.
+
+    Args:
+        n_classes: number of known classes ``C``.
+        n_embedding: embedding dimension ``D``.
+        weight_separation: ``w_sep`` (1 in the paper; the reference used 100).
+        batch_norm: apply ``BatchNorm1d(D, affine=False)`` to the embedding.
+    """
+
+    score_names = ("distance",)
+
+    def __init__(self, n_classes: int, n_embedding: int, weight_separation: float = 1.0, batch_norm: bool = True) -> None:
+        super().__init__(n_classes, n_embedding)
+        check_non_negative(weight_separation=weight_separation)
+        self.weight_separation = float(weight_separation)
+        self.norm = nn.BatchNorm1d(self.n_embedding, affine=False) if batch_norm else nn.Identity()
+        self.centers = RunningClassMeans(self.n_classes, self.n_embedding)
+
+    def forward(self, z: Tensor) -> Outputs:
+        embedding = self.norm(z)
+        return {"embedding": embedding, "distances": self.centers(embedding)}
+
+    def loss(self, out: Outputs, y: Tensor) -> dict[str, Tensor]:
+        known, _ = split_known(y)
+        z, y_known = out["embedding"][known], y[known]
+        if z.shape[0] == 0:
+            return {"spread": zero(out["embedding"]), "separation": zero(out["embedding"])}
+        if self.training:
+            means, present = batch_class_means(z, y_known, self.n_classes)
+            self.centers.update(z.detach(), y_known)
+        else:
+            means = self.centers.means
+            present = torch.bincount(y_known, minlength=self.n_classes) > 0
+        return {
+            "spread": intra_spread(z, y_known, means),
+            "separation": -self.weight_separation * inter_separation(means[present]),
+        }
+
+    def predict(self, out: Outputs) -> Tensor:
+        return nearest_class(out["distances"])
+
+    def scores(self, out: Outputs) -> dict[str, Tensor]:
+        return {"distance": min_distance(out["distances"])}
+
+    def on_train_epoch_start(self) -> None:
+        self.centers.reset()

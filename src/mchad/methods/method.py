@@ -1,0 +1,86 @@
+"""The interface every OOD method implements.
+
+A method is the part of a detector that sits on top of the backbone's embedding
+``z = f(x)``: its head (class centers, anchors, a linear layer, ...), its loss
+terms, its class prediction and its OOD scores. The training loop, logging,
+optimisation and evaluation live in :class:`mchad.methods.base.OODModule` and
+are shared by every method.
+
+Conventions:
+
+* labels ``y`` hold known classes ``0..C-1``; outliers (outlier exposure) are ``-1``;
+* :meth:`Method.loss` returns the *weighted* terms; their sum is minimised, each
+  is logged as ``Loss/<term>/<stage>``;
+* :meth:`Method.scores` returns OOD scores where higher means more anomalous.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor, nn
+
+from mchad.errors import ConfigError
+
+Outputs = dict[str, Tensor]
+"""What a method's forward returns: tensors whose first dimension is the batch."""
+
+
+class Method(nn.Module, ABC):
+    """Head, loss, prediction and OOD scores of one detector.
+
+    Args:
+        n_classes: number of known classes ``C``.
+        n_embedding: dimension ``D`` of the backbone output ``z``.
+    """
+
+    #: names of the OOD scores returned by :meth:`scores`, in a stable order.
+    score_names: tuple[str, ...] = ()
+
+    def __init__(self, n_classes: int, n_embedding: int) -> None:
+        super().__init__()
+        if int(n_classes) < 2:
+            raise ConfigError(f"n_classes={n_classes} is invalid: a classifier needs at least 2 known classes")
+        if int(n_embedding) < 1:
+            raise ConfigError(f"method.n_embedding={n_embedding} is invalid: set method.n_embedding to a positive integer")
+        self.n_classes = int(n_classes)
+        self.n_embedding = int(n_embedding)
+
+    @property
+    def uses_outliers(self) -> bool:
+        """Whether the loss has a term on outliers (label -1), so training needs an outlier set."""
+        return False
+
+    @abstractmethod
+    def forward(self, z: Tensor) -> Outputs:
+        """Map the embedding ``z`` (B x D) to the method's outputs."""
+
+    @abstractmethod
+    def loss(self, out: Outputs, y: Tensor) -> dict[str, Tensor]:
+        """Weighted loss terms (scalars) for outputs ``out`` and labels ``y`` (-1 = outlier)."""
+
+    @abstractmethod
+    def predict(self, out: Outputs) -> Tensor:
+        """Predicted class index per sample."""
+
+    @abstractmethod
+    def scores(self, out: Outputs) -> dict[str, Tensor]:
+        """OOD scores per sample, keyed by :attr:`score_names`; higher = more anomalous."""
+
+    def on_train_epoch_start(self) -> None:
+        """Called by the training loop at the start of every training epoch."""
+
+    def on_train_epoch_end(self) -> None:
+        """Called by the training loop at the end of every training epoch."""
+
+
+def split_known(y: Tensor) -> tuple[Tensor, Tensor]:
+    """Boolean masks ``(known, outlier)`` for labels where -1 marks an outlier."""
+    outlier = y < 0
+    return ~outlier, outlier
+
+
+def zero(like: Tensor) -> Tensor:
+    """A scalar zero on the device and dtype of ``like`` that keeps the graph intact."""
+    return like.sum() * 0.0 if like.requires_grad else torch.zeros((), device=like.device, dtype=like.dtype)

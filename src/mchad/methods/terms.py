@@ -1,0 +1,94 @@
+"""Loss terms, OOD scores and argument checks shared by several methods.
+
+Notation: a batch of ``B`` samples with labels ``y_i`` (``-1`` = outlier), ``C``
+known classes, ``d_ic = ||f(x_i) - mu_c||_2^2`` the SQUARED distance of sample
+``i`` to the center of class ``c``; ``K`` is the set of known samples
+(``y_i >= 0``), ``O`` the set of outliers. Every term is a scalar and is zero,
+with the autograd graph kept, when the samples it needs are absent from the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mchad.errors import ConfigError
+from mchad.methods.method import split_known, zero
+
+MARGIN_FORMS = ("reference", "paper")
+
+
+def cross_entropy_known(logits: Tensor, y: Tensor) -> Tensor:
+    """Cross-entropy over the known samples:
+
+    ``L_ce = 1/|K| sum_{i in K} -log softmax(logits_i)_{y_i}``.
+
+    With ``logits = -d`` this is the soft-min cross-entropy of MCHAD's second term
+    and CAC's tuplet term.
+    """
+    known, _ = split_known(y)
+    if not known.any():
+        return zero(logits)
+    return F.cross_entropy(logits[known], y[known])
+
+
+def center_term(distances: Tensor, y: Tensor, radius: float = 0.0) -> Tensor:
+    """Center (hypersphere) term of the center loss, in the reference's reduction:
+
+    ``L_center = 1/(|K| C) sum_{i in K} max(0, d_{i y_i} - radius)``.
+
+    The mean runs over the masked ``|K| x C`` matrix (pytorch-ood's ``CenterLoss``),
+    i.e. it is the per-sample center loss divided by ``C``; the paper weights were
+    tuned with this reduction (DESIGN.md). ``radius`` bounds the squared distance.
+    """
+    known, _ = split_known(y)
+    if not known.any():
+        return zero(distances)
+    d_true = distances[known].gather(1, y[known].unsqueeze(1)).squeeze(1)
+    return (d_true - radius).relu().sum() / distances[known].numel()
+
+
+def margin_term(distances: Tensor, y: Tensor, margin: float, form: str = "reference", radius: float = 0.0) -> Tensor:
+    """Outlier term: pushes every outlier beyond the margin around every center, summed over
+    outliers and classes.
+
+    * ``form="reference"`` (the original MCHAD code, pytorch-ood's
+      ``CenterRegularizationLoss``): ``L = sum_{i in O} sum_c max(0, m^2 - d_ic^2)``; with
+      squared ``d`` this is zero once ``d_ic >= m``, so ``m`` bounds the squared distance.
+    * ``form="paper"`` (MCHAD paper, Eq. for L_Theta): ``L = sum_{i in O} sum_c
+      max(0, (r + m)^2 - d_ic)``, with ``r`` the radius and ``m`` a Euclidean length.
+    """
+    _, outlier = split_known(y)
+    if not outlier.any():
+        return zero(distances)
+    d_out = distances[outlier]
+    if form == "reference":
+        # m^2 - d^2 = (m - d)(m + d) with m, d >= 0: factored so that a huge d cannot overflow d^2
+        return ((margin - d_out).relu() * (margin + d_out)).sum()
+    return ((radius + margin) ** 2 - d_out).relu().sum()
+
+
+def min_distance(distances: Tensor) -> Tensor:
+    """OOD score ``min_c d_ic``: squared distance to the closest center (higher = more anomalous)."""
+    return distances.min(dim=1).values
+
+
+def nearest_class(distances: Tensor) -> Tensor:
+    """Predicted class ``argmin_c d_ic``: the closest center."""
+    return distances.argmin(dim=1)
+
+
+def check_non_negative(**values: float) -> None:
+    """Raise :class:`ConfigError` for the first ``method.<name>`` value below zero."""
+    for name, value in values.items():
+        if float(value) < 0:
+            raise ConfigError(f"method.{name}={value} is invalid: set method.{name} to a value >= 0")
+
+
+def check_margin_form(margin_form: str) -> None:
+    """Raise :class:`ConfigError` unless ``margin_form`` is one of :data:`MARGIN_FORMS`."""
+    if margin_form not in MARGIN_FORMS:
+        raise ConfigError(
+            f"method.margin_form={margin_form} is unknown: set method.margin_form to one of {', '.join(MARGIN_FORMS)}"
+        )

@@ -1,0 +1,50 @@
+"""The command lines as a user types them: one-line errors, and a sweep in which one job fails."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_unknown_experiment_is_one_line_error(tmp_path):
+    result = run("experiment=cifar10-nope", cwd=tmp_path)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines == [lines[-1]] and "unknown experiment 'cifar10-nope'" in lines[-1] and "cifar10-mchad" in lines[-1]
+    assert not (tmp_path / "logs").exists()
+
+
+def test_config_error_in_run_is_one_line(tmp_path):
+    result = run("experiment=quickstart", "method.n_embedding=0", "logger=none", cwd=tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("error: method.n_embedding=0")
+    assert not list(tmp_path.rglob("results.csv"))
+
+
+def test_sweep_with_a_failing_job_finishes_the_others_and_reruns_only_what_is_missing(tmp_path):
+    common = ["-m", "experiment=quickstart", "trainer.max_epochs=1", "logger=none", "callbacks=none",
+              "test_checkpoint=current", "tag=t"]
+    # n_embedding=0 fails (ConfigError inside the job); the two seeds with n_embedding=8 must still finish
+    result = run(*common, "seed=1,2", "method.n_embedding=8,0", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "2 of 4 runs succeeded, 2 failed" in result.stdout
+    sweep = tmp_path / "logs" / "multiruns" / "t" / "quickstart"
+    done = sorted(p.parent.name for p in sweep.rglob("results.csv"))
+    assert done == ["method.n_embedding=8,seed=1", "method.n_embedding=8,seed=2"]
+    assert len(list(sweep.rglob("error.txt"))) == 2
+    mtimes = {p: p.stat().st_mtime for p in sweep.rglob("results.csv")}
+
+    again = run(*common, "seed=1,2", "method.n_embedding=8", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert {p: p.stat().st_mtime for p in sweep.rglob("results.csv")} == mtimes, "complete runs must be skipped"
+    assert pd.read_csv(next(iter(mtimes))).shape[0] == 3

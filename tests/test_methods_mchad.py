@@ -1,0 +1,134 @@
+"""MCHAD / G-MCHAD against pytorch-ood 0.4.0's MCHADLoss and the paper's margin form."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pytorch_ood.loss import MCHADLoss
+
+from mchad.errors import ConfigError
+from mchad.methods.mchad import MCHAD
+
+pytestmark = pytest.mark.filterwarnings("ignore:Discarding samples")
+
+C, D = 6, 8
+
+
+def mixed_batch(n_known=24, n_outliers=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n_known + n_outliers, D, generator=g)
+    y = torch.cat([torch.randint(0, C, (n_known,), generator=g), torch.full((n_outliers,), -1)])
+    return z, y
+
+
+def reference_loss(method: MCHAD, z, y):
+    ref = MCHADLoss(
+        n_classes=C,
+        n_dim=D,
+        radius=method.radius,
+        margin=method.margin,
+        weight_center=method.weight_center,
+        weight_nll=method.weight_ce,
+        weight_oe=method.weight_oe,
+    )
+    ref.centers.params.data.copy_(method.centers.centers.data)
+    return ref(ref.distance(z), y)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(weight_center=0.5, weight_ce=1.0, weight_oe=0.0, margin=4.0),
+        dict(weight_center=1.0, weight_ce=1.5, weight_oe=1e-3, margin=5.0),
+        dict(weight_center=2.0, weight_ce=1.0, weight_oe=0.1, margin=3.0, radius=2.0),
+    ],
+)
+@pytest.mark.parametrize("n_known,n_outliers", [(24, 8), (24, 0)])
+def test_loss_equals_pytorch_ood_mchad_loss(kwargs, n_known, n_outliers):
+    method = MCHAD(C, D, **kwargs)
+    z, y = mixed_batch(n_known, n_outliers)
+    ours = sum(method.loss(method(z), y).values())
+    torch.testing.assert_close(ours, reference_loss(method, z, y), rtol=1e-5, atol=1e-5)
+
+
+def test_loss_on_only_outliers_equals_pytorch_ood():
+    method = MCHAD(C, D, weight_oe=0.1, margin=5.0)
+    z, y = mixed_batch(0, 8)
+    terms = method.loss(method(z), y)
+    assert terms["center"].item() == terms["ce"].item() == 0.0
+    torch.testing.assert_close(sum(terms.values()), reference_loss(method, z, y), rtol=1e-5, atol=1e-5)
+
+
+def test_terms_are_weighted_and_named():
+    z, y = mixed_batch()
+    plain = MCHAD(C, D, weight_center=1.0, weight_ce=1.0, weight_oe=1.0, margin=5.0)
+    weighted = MCHAD(C, D, weight_center=0.5, weight_ce=1.5, weight_oe=1e-2, margin=5.0)
+    weighted.load_state_dict(plain.state_dict())
+    t1, t2 = plain.loss(plain(z), y), weighted.loss(weighted(z), y)
+    assert set(t1) == {"center", "ce", "margin"}
+    torch.testing.assert_close(t2["center"], 0.5 * t1["center"])
+    torch.testing.assert_close(t2["ce"], 1.5 * t1["ce"])
+    torch.testing.assert_close(t2["margin"], 1e-2 * t1["margin"])
+
+
+def test_margin_forms():
+    z, y = mixed_batch()
+    ref = MCHAD(C, D, weight_oe=1.0, margin=2.0, radius=1.0, margin_form="reference")
+    paper = MCHAD(C, D, weight_oe=1.0, margin=2.0, radius=1.0, margin_form="paper")
+    paper.load_state_dict(ref.state_dict())
+    d = ref(z)["distances"]
+    known, out = y >= 0, y < 0
+    d_true = d[known].gather(1, y[known, None]).squeeze(1)
+    # reference: radius and margin bound the squared distance
+    torch.testing.assert_close(ref.loss(ref(z), y)["center"], (d_true - 1.0).relu().sum() / (known.sum() * C))
+    torch.testing.assert_close(ref.loss(ref(z), y)["margin"], (2.0**2 - d[out] ** 2).relu().sum())
+    # paper: Euclidean radius r and margin m
+    torch.testing.assert_close(paper.loss(paper(z), y)["center"], (d_true - 1.0**2).relu().sum() / (known.sum() * C))
+    torch.testing.assert_close(paper.loss(paper(z), y)["margin"], ((1.0 + 2.0) ** 2 - d[out]).relu().sum())
+
+
+def test_ce_term_is_the_softmin_log_sum_form():
+    method = MCHAD(C, D)
+    z, y = mixed_batch(10, 0)
+    d = method(z)["distances"]
+    expected = torch.stack(
+        [torch.log(1 + sum(torch.exp(d[i, y[i]] - d[i, j]) for j in range(C) if j != y[i])) for i in range(len(y))]
+    ).mean()
+    torch.testing.assert_close(method.loss(method(z), y)["ce"], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_outputs_prediction_and_score():
+    method = MCHAD(C, D)
+    z, _ = mixed_batch()
+    out = method(z)
+    assert set(out) == {"distances"} and out["distances"].shape == (len(z), C)
+    torch.testing.assert_close(method.scores(out)["distance"], out["distances"].min(1).values)
+    assert torch.equal(method.predict(out), out["distances"].argmin(1))
+    assert method.score_names == ("distance",)
+
+
+def test_uses_outliers_only_with_a_positive_weight():
+    assert not MCHAD(C, D, weight_oe=0.0).uses_outliers
+    assert "margin" not in MCHAD(C, D).loss(MCHAD(C, D)(torch.randn(3, D)), torch.tensor([0, 1, 2]))
+    assert MCHAD(C, D, weight_oe=1e-5).uses_outliers
+
+
+def test_centers_learn():
+    method = MCHAD(C, D, weight_oe=0.1, margin=5.0)
+    z, y = mixed_batch()
+    sum(method.loss(method(z), y).values()).backward()
+    assert method.centers.centers.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(n_embedding=0), "n_embedding=0"),
+        (dict(weight_oe=-1.0), "weight_oe=-1.0"),
+        (dict(margin_form="squared"), "margin_form=squared"),
+    ],
+)
+def test_config_errors(kwargs, match):
+    args = dict(n_classes=C, n_embedding=D) | kwargs
+    with pytest.raises(ConfigError, match=match):
+        MCHAD(**args)

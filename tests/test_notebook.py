@@ -1,0 +1,51 @@
+"""notebooks/eval.ipynb runs top to bottom on a synthetic sweep, and is committed without outputs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from jupyter_client.kernelspec import find_kernel_specs
+from nbclient import NotebookClient
+
+from test_report import make_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "eval.ipynb"
+
+
+def test_committed_notebook_has_no_outputs():
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code_cells
+    for cell in code_cells:
+        assert cell.execution_count is None and cell.outputs == [], f"clear the outputs of cell {cell.get('id')}"
+
+
+def test_notebook_runs_on_a_synthetic_sweep(tmp_path, monkeypatch):
+    if "python3" not in find_kernel_specs():
+        pytest.skip(f"no python3 Jupyter kernel spec found: install ipykernel into {sys.prefix}")
+    make_sweep(tmp_path)
+    # The kernel inherits the environment: the sweep to read, and this checkout's package first.
+    monkeypatch.setenv("MCHAD_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
+
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    client = NotebookClient(
+        notebook, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    )
+    try:
+        client.km = client.create_kernel_manager()
+        client.start_new_kernel()
+        client.start_new_kernel_client()
+    except Exception as error:  # whatever stops a kernel from starting means there is none to test with
+        pytest.skip(f"the python3 Jupyter kernel could not start: {error!r}")
+    client.execute()  # raises CellExecutionError on the first failing cell, and shuts the kernel down
+
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    assert not [output for output in outputs if output.output_type == "error"]
+    assert sum("image/png" in output.get("data", {}) for output in outputs) == 2  # one box plot per data set
+    assert any("cifar10" in output.get("data", {}).get("text/markdown", "") for output in outputs)

@@ -1,0 +1,207 @@
+"""mchad.report on a synthetic sweep: 2 data sets x 2 methods x 3 seeds x 3 OOD sets, plus one failed
+and one incomplete run. Expected numbers are recomputed here with pandas, independently of the module."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from mchad.errors import ConfigError
+from mchad.report import find_runs, load_results, select_headline, summarize
+from mchad.report.__main__ import main
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+DESIGN_COLUMNS = [
+    "experiment", "method", "dataset", "ood_dataset", "group", "score", "seed", "Accuracy",
+    "AUROC", "AUPR-IN", "AUPR-OUT", "FPR95", "n_id", "n_ood", "epochs", "run_dir",
+]  # fmt: skip
+METRICS = ["Accuracy", "AUROC", "AUPR-IN", "AUPR-OUT", "FPR95"]
+DATASETS = ("cifar10", "svhn")
+METHOD_SCORES = {"softmax": ("msp", "energy"), "mchad": ("distance",)}
+SEEDS = (1, 2, 3)
+OOD_SETS = {"textures": "far", "lsun-crop": "far", "cifar100": "near"}
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=DESIGN_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def make_sweep(root: Path) -> dict[str, Path]:
+    """A Hydra-multirun-like tree under ``root``; returns the failed and the incomplete run directories."""
+    rng = random.Random(0)
+    sweep = root / "multiruns" / "2024-05-01_12-00-00"
+    for dataset in DATASETS:
+        for method, scores in METHOD_SCORES.items():
+            for seed in SEEDS:
+                run_dir = sweep / f"{dataset}-{method}" / str(seed)
+                (run_dir / ".hydra").mkdir(parents=True)
+                (run_dir / ".hydra" / "config.yaml").write_text(f"seed: {seed}\n")
+                accuracy = rng.uniform(0.5, 0.99)
+                rows = [
+                    {
+                        "experiment": f"{dataset}-{method}", "method": method, "dataset": dataset,
+                        "ood_dataset": ood, "group": group, "score": score, "seed": seed, "Accuracy": accuracy,
+                        "AUROC": rng.uniform(0.5, 1), "AUPR-IN": rng.uniform(0.5, 1), "AUPR-OUT": rng.uniform(0.5, 1),
+                        "FPR95": rng.uniform(0, 1), "n_id": 1000, "n_ood": 500, "epochs": 10, "run_dir": str(run_dir),
+                    }  # fmt: skip
+                    for score in scores
+                    for ood, group in OOD_SETS.items()
+                ]
+                _write_csv(run_dir / "results.csv", rows)
+    failed = sweep / "cifar10-mchad" / "4"
+    (failed / ".hydra").mkdir(parents=True)
+    (failed / ".hydra" / "config.yaml").write_text("seed: 4\n")
+    (failed / "error.txt").write_text("Traceback (most recent call last):\n  ...\nRuntimeError: CUDA out of memory\n")
+    incomplete = sweep / "cifar10-mchad" / "5"
+    (incomplete / "checkpoints").mkdir(parents=True)
+    (incomplete / "checkpoints" / "last.ckpt").write_bytes(b"not a real checkpoint")
+    return {"failed": failed, "incomplete": incomplete}
+
+
+def expected_summary(root: Path) -> pd.DataFrame:
+    """Mean/std over seeds of the per-seed mean over OOD sets, in percent, straight from the CSV files."""
+    raw = pd.concat([pd.read_csv(path) for path in root.rglob("results.csv")])
+    per_seed = raw.groupby(["dataset", "method", "score", "seed"])[METRICS].mean()
+    stats = per_seed.groupby(level=["dataset", "method", "score"]).agg(["mean", "std"]) * 100
+    return stats
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("sweep")
+    return {"root": root, **make_sweep(root)}
+
+
+@pytest.fixture(scope="module")
+def cli_report(sweep, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """``python -m mchad.report ROOT --out OUT --latex`` run once, as a user would."""
+    out = tmp_path_factory.mktemp("report")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    process = subprocess.run(
+        [sys.executable, "-m", "mchad.report", str(sweep["root"]), "--out", str(out), "--latex"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert process.returncode == 0, process.stderr
+    return out, process
+
+
+def test_find_runs_classifies_complete_failed_and_incomplete(sweep):
+    runs = find_runs(sweep["root"]).set_index("run_dir")
+    assert runs["status"].value_counts().to_dict() == {"complete": 12, "failed": 1, "incomplete": 1}
+    assert runs.loc[str(sweep["failed"].resolve()), "status"] == "failed"
+    assert "CUDA out of memory" in runs.loc[str(sweep["failed"].resolve()), "detail"]
+    assert runs.loc[str(sweep["incomplete"].resolve()), "status"] == "incomplete"
+
+
+def test_results_with_missing_columns_make_an_incomplete_run(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "results.csv").write_text("experiment,method,dataset\ncifar10-mchad,mchad,cifar10\n")
+    runs = find_runs(tmp_path)
+    assert runs["status"].tolist() == ["incomplete"]
+    assert load_results(tmp_path).empty
+
+
+def test_summary_csv_matches_independent_pandas_computation(sweep, cli_report):
+    out, _ = cli_report
+    summary = pd.read_csv(out / "summary.csv").set_index(["dataset", "method", "score"])
+    expected = expected_summary(sweep["root"])
+    assert sorted(summary.index) == sorted(expected.index)
+    for key, row in expected.iterrows():
+        for metric in METRICS:
+            # summary.csv keeps two decimals
+            assert summary.loc[key, f"{metric}_mean"] == pytest.approx(row[(metric, "mean")], abs=0.006)
+            assert summary.loc[key, f"{metric}_std"] == pytest.approx(row[(metric, "std")], abs=0.006)
+    assert (summary["n_seeds"] == len(SEEDS)).all()
+
+
+def test_rows_follow_the_paper_order(cli_report):
+    out, _ = cli_report
+    summary = pd.read_csv(out / "summary.csv")
+    paper_order = [
+        (dataset, method, score)
+        for dataset in DATASETS
+        for method in ("mchad", "softmax")
+        for score in METHOD_SCORES[method]
+    ]
+    assert list(zip(summary["dataset"], summary["method"], summary["score"])) == paper_order
+
+
+def test_failed_and_incomplete_runs_are_listed_not_averaged(sweep, cli_report):
+    out, process = cli_report
+    assert "12 complete, 1 incomplete, 1 failed runs" in process.stdout
+    summary_md = (out / "summary.md").read_text()
+    for kind in ("failed", "incomplete"):
+        run_dir = str(sweep[kind].resolve())
+        assert run_dir in process.stdout
+        assert f"- {kind}: {run_dir}" in summary_md
+    assert "| cifar10 | mchad | distance |" in summary_md
+
+
+def test_per_ood_tables_hold_each_ood_set(sweep, cli_report):
+    out, _ = cli_report
+    raw = pd.concat([pd.read_csv(path) for path in sweep["root"].rglob("results.csv")])
+    textures = raw[(raw["dataset"] == "svhn") & (raw["method"] == "mchad") & (raw["ood_dataset"] == "textures")]
+    auroc = 100 * textures["AUROC"]
+    text = (out / "per_ood" / "svhn.md").read_text()
+    assert all(f"## {ood}" in text for ood in OOD_SETS)
+    textures_section = text.split("## textures")[1].split("##")[0]
+    mchad_row = next(line for line in textures_section.splitlines() if line.startswith("| mchad | distance |"))
+    header = next(line for line in textures_section.splitlines() if line.startswith("| method |"))
+    cells = dict(zip(header.split(" | "), mchad_row.split(" | ")))
+    assert cells["AUROC"] == f"{auroc.mean():.2f} ± {auroc.std():.2f}"
+
+
+def test_auroc_boxplots_are_valid_pngs(cli_report):
+    out, _ = cli_report
+    for dataset in DATASETS:
+        with Image.open(out / f"auroc_{dataset}.png") as image:
+            assert image.format == "PNG"
+            image.verify()
+
+
+def test_latex_table_is_written_with_booktabs_rules(cli_report):
+    out, _ = cli_report
+    tex = (out / "summary.tex").read_text()
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
+    assert "$\\pm$" in tex and "mchad" in tex
+
+
+def test_no_latex_flag_writes_no_tex(sweep, tmp_path):
+    assert main([str(sweep["root"]), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "summary.csv").is_file() and not (tmp_path / "summary.tex").exists()
+
+
+def test_headline_scores_keep_one_row_per_method(sweep):
+    results = load_results(sweep["root"])
+    summary = summarize(select_headline(results, ["distance", "softmax=msp"]))
+    assert set(zip(summary["method"], summary["score"])) == {("mchad", "distance"), ("softmax", "msp")}
+    # "distance" alone leaves softmax, which has no such score, with all its scores
+    assert set(select_headline(results, ["distance"])["score"]) == {"distance", "msp", "energy"}
+
+
+@pytest.mark.parametrize("choice", ["mchad=msp", "nosuchmethod=msp", "nosuchscore", "softmax="])
+def test_headline_score_that_does_not_exist_is_a_config_error(sweep, choice):
+    with pytest.raises(ConfigError):
+        select_headline(load_results(sweep["root"]), [choice])
+
+
+def test_missing_directory_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        find_runs(tmp_path / "nowhere")
+
+
+def test_no_complete_run_exits_with_an_error(sweep, tmp_path, capsys):
+    assert main([str(sweep["failed"]), "--out", str(tmp_path / "out")]) == 1
+    assert "no complete run" in capsys.readouterr().err
