@@ -207,7 +207,10 @@ def test_local_class_tree_needs_the_split_folder(tmp_path: Path) -> None:
 def fake_cifar10_archive(folder: Path, rng: np.random.Generator) -> tuple[Path, dict[str, dict]]:
     """A cifar-10-python.tar.gz with the real layout: 5 train batches of 2 images, 1 test batch of 3."""
     batches = {
-        **{f"data_batch_{i}": {"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8), "labels": [i, 9 - i]} for i in range(1, 6)},
+        **{
+            f"data_batch_{i}": {"data": rng.integers(0, 256, (2, 3072), dtype=np.uint8), "labels": [i, 9 - i]}
+            for i in range(1, 6)
+        },
         "test_batch": {"data": rng.integers(0, 256, (3, 3072), dtype=np.uint8), "labels": [7, 8, 9]},
         "batches.meta": {"label_names": [f"class{i}" for i in range(10)]},
     }  # fmt: skip
@@ -226,9 +229,11 @@ def test_cifar10_through_torchvision_from_a_file_url(tmp_path: Path, monkeypatch
     members = archive.parent / "cifar-10-batches-py"
     monkeypatch.setattr(tvd.CIFAR10, "url", archive.as_uri())
     monkeypatch.setattr(tvd.CIFAR10, "tgz_md5", md5(archive))
-    monkeypatch.setattr(tvd.CIFAR10, "train_list", [[f"data_batch_{i}", md5(members / f"data_batch_{i}")] for i in range(1, 6)])
+    train_list = [[f"data_batch_{i}", md5(members / f"data_batch_{i}")] for i in range(1, 6)]
+    monkeypatch.setattr(tvd.CIFAR10, "train_list", train_list)
     monkeypatch.setattr(tvd.CIFAR10, "test_list", [["test_batch", md5(members / "test_batch")]])
-    monkeypatch.setattr(tvd.CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names", "md5": md5(members / "batches.meta")})
+    meta = {"filename": "batches.meta", "key": "label_names", "md5": md5(members / "batches.meta")}
+    monkeypatch.setattr(tvd.CIFAR10, "meta", meta)
 
     train = load_dataset("cifar10", "train", tmp_path / "data")
     test = load_dataset("cifar10", "test", tmp_path / "data")

@@ -117,3 +117,36 @@ def test_state_dict_round_trip(name):
     method.eval(), copy.eval()
     for key, value in method(z).items():
         torch.testing.assert_close(copy(z)[key], value)
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_mixed_precision_gives_float32_losses_and_scores(name):
+    method = make(name)
+    z, y = toy_batch(method)
+    encoder = torch.nn.Linear(method.n_embedding, method.n_embedding)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        embedding = encoder(z)
+        assert embedding.dtype == torch.bfloat16
+        out = method(embedding)
+        terms = method.loss(out, y)
+        scores = method.scores(out)
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in terms.values())
+    assert all(s.dtype == torch.float32 for s in scores.values())
+    torch.stack(list(terms.values())).sum().backward()
+    assert torch.isfinite(encoder.weight.grad).all()
+
+
+@pytest.mark.parametrize("name", FACTORIES)
+def test_class_centers_sit_where_the_distances_are_measured(name):
+    method = make(name)
+    z, y = toy_batch(method, n_outliers=0)
+    method.loss(method(z), y)
+    method.eval()
+    centers = method.class_centers()
+    if name in ("softmax", "oe", "energy"):
+        assert centers is None
+        return
+    assert centers.shape == (C, method.n_embedding) and not centers.requires_grad
+    # a backbone output exactly at a class center is at distance 0 from it
+    distances = method(centers)["distances"]
+    torch.testing.assert_close(distances.diagonal(), torch.zeros(C), atol=1e-4, rtol=0)

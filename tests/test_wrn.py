@@ -121,12 +121,15 @@ def test_bad_arguments_raise(kwargs, message):
         WideResNet(**kwargs)
 
 
-def test_backbone_configs_instantiate():
+def test_backbone_configs_instantiate(tmp_path):
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
-    config_dir = Path(__file__).resolve().parents[1] / "config" / "backbone"
+    from mchad.config import compose
+
     for name, depth in (("wrn40-2", 40), ("wrn-small", 10)):
-        cfg = OmegaConf.create({"method": {"n_embedding": 4}, "backbone": OmegaConf.load(config_dir / f"{name}.yaml")})
-        model = instantiate(cfg.backbone)
+        cfg = compose([f"backbone={name}", "method.n_embedding=4", f"paths.data_dir={tmp_path}"])
+        model = instantiate(cfg.model.backbone)
         assert isinstance(model, WideResNet) and model.depth == depth and model.fc.out_features == 4
+    assert compose(["backbone=wrn40-2", f"paths.data_dir={tmp_path}"]).model.pretrained_checkpoint == str(
+        tmp_path / "pretrained" / "imagenet_wrn_baseline_epoch_99.pt"
+    )

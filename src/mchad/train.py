@@ -94,14 +94,18 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
         weight_decay=cfg.model.weight_decay,
         channels_last=cfg.model.channels_last,
         compile=cfg.model.compile,
+        embedding_plots=cfg.model.embedding_plots,
+        projector=cfg.model.projector,
     )
     return Run(cfg=cfg, run_dir=run_dir, method_name=method_name, datamodule=datamodule, module=module)
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, **overrides) -> pl.Trainer:
+def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list | None = None, **overrides) -> pl.Trainer:
+    """A Trainer from ``cfg.trainer``, the configured callbacks, and ``loggers`` (default: configured)."""
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_cfg["precision"] = resolve_precision(cfg.trainer)
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    if loggers is None:
+        loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     kwargs = {**trainer_cfg, "default_root_dir": str(run_dir), "logger": loggers or False, "callbacks": callbacks}
     return pl.Trainer(**{**kwargs, **overrides})
@@ -130,11 +134,14 @@ def fit(run: Run) -> pl.Trainer:
     return trainer
 
 
-def test(run: Run, ckpt_path: str | None, epochs: int) -> list[dict]:
-    """Evaluate on the ID and OOD test sets on ONE device, so every image counts once."""
+def test(run: Run, ckpt_path: str | None, epochs: int, loggers: list | None = None) -> list[dict]:
+    """Evaluate on the ID and OOD test sets on ONE device, so every image counts once.
+
+    ``loggers``: those of the training trainer, so test metrics land in the same logs.
+    """
     if not run.cfg.test:
         return []
-    trainer = build_trainer(run.cfg, run.run_dir, devices=1, strategy="auto", num_nodes=1, logger=False)
+    trainer = build_trainer(run.cfg, run.run_dir, loggers, devices=1, strategy="auto", num_nodes=1)
     run.datamodule.setup("test")
     trainer.test(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path, verbose=False)
     rows = result_rows(run, run.module.test_rows, epochs)
@@ -167,7 +174,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> list[dict]:
         return test(run, ckpt_path=None, epochs=0)
     trainer = fit(run)
     ckpt = best_checkpoint(trainer) if cfg.get("test_checkpoint", "best") == "best" else None
-    return test(run, ckpt_path=ckpt, epochs=trainer.current_epoch)
+    return test(run, ckpt_path=ckpt, epochs=trainer.current_epoch, loggers=trainer.loggers)
 
 
 def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> list[dict]:

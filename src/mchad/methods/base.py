@@ -18,8 +18,8 @@ result row per (OOD set, score) with :func:`mchad.evaluation.evaluator.evaluate`
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -30,8 +30,8 @@ from torchmetrics import MeanMetric
 from mchad.evaluation.evaluator import evaluate
 from mchad.evaluation.metrics import METRIC_NAMES, ood_metrics
 from mchad.methods.method import Method, Outputs
+from mchad.visualize import embedding_scatter, figure_to_array
 
-log = logging.getLogger(__name__)
 
 Batch = tuple[Tensor, Tensor]
 
@@ -52,6 +52,11 @@ class OODModule(pl.LightningModule):
         weight_decay: Adam weight decay (L2, as in the reference code).
         channels_last: keep the backbone in channels-last memory format.
         compile: compile the backbone's forward with ``torch.compile``.
+        embedding_plots: with a 2-D embedding, draw the validation embeddings every epoch
+            (TensorBoard image and ``<run_dir>/embeddings/epoch_NNN.png``, frames of the GIF
+            that ``python -m mchad.report --gif`` makes).
+        projector: after testing, put the ID test embeddings and a sample of every OOD set
+            into TensorBoard's embedding projector.
     """
 
     def __init__(
@@ -63,6 +68,9 @@ class OODModule(pl.LightningModule):
         weight_decay: float = 5e-5,
         channels_last: bool = True,
         compile: bool = False,
+        embedding_plots: bool = False,
+        projector: bool = False,
+        projector_samples: int = 1000,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["backbone", "method", "augment"])
@@ -76,6 +84,7 @@ class OODModule(pl.LightningModule):
         self.train_accuracy = MeanMetric()
         self.val_accuracy = MeanMetric()
         self._val_scores: dict[int, list[dict[str, Tensor]]] = defaultdict(list)
+        self._embeddings: dict[int, list[tuple[Tensor, Tensor]]] = defaultdict(list)
         self._test_outputs: dict[int, list[Outputs]] = defaultdict(list)
         self._test_labels: list[Tensor] = []
         self.test_rows: list[dict] = []
@@ -116,9 +125,19 @@ class OODModule(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         self.method.on_train_epoch_end()
 
+    def _keep_embeddings(self, dataloader_idx: int, z: Tensor, y: Tensor) -> None:
+        self._embeddings[dataloader_idx].append((z.detach(), y))
+
+    def _embeddings_of(self, dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        chunks = self._embeddings[dataloader_idx]
+        return torch.cat([z for z, _ in chunks]), torch.cat([y for _, y in chunks])
+
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         x, y = batch
-        out = self(x)
+        z = self.backbone(x)
+        out = self.method(z)
+        if self.hparams.embedding_plots and z.shape[1] == 2:
+            self._keep_embeddings(dataloader_idx, z, y)
         if dataloader_idx == 0:
             self._step_loss(out, y, "val")
             self._update_accuracy(self.val_accuracy, out, y)
@@ -136,19 +155,36 @@ class OODModule(pl.LightningModule):
             for metric, value in metrics.items():
                 self.log(f"{name}/{metric}/val", value, add_dataloader_idx=False)
             self._log_histograms(name, id_scores[name], ood_scores[name])
+        if self._embeddings:
+            self._plot_embeddings()
+
+    def _plot_embeddings(self) -> None:
+        """Scatter of the 2-D validation embeddings: a TensorBoard image and a PNG frame per epoch."""
+        (id_z, id_y), (ood_z, _) = (self._embeddings_of(i) for i in (0, 1))
+        self._embeddings.clear()
+        figure = embedding_scatter(id_z, id_y, ood_z, self.method.class_centers(), f"epoch {self.current_epoch}")
+        frames = Path(self.trainer.default_root_dir) / "embeddings"
+        frames.mkdir(parents=True, exist_ok=True)
+        figure.savefig(frames / f"epoch_{self.current_epoch:03d}.png")
+        for writer in self._tensorboards():
+            writer.add_image("embeddings/val", figure_to_array(figure), self.current_epoch, dataformats="HWC")
+
+    def _tensorboards(self) -> list:
+        return [logger.experiment for logger in self.loggers if isinstance(logger, TensorBoardLogger)]
 
     def _log_histograms(self, score: str, id_scores: Tensor, ood_scores: Tensor) -> None:
-        for logger in self.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                writer = logger.experiment
-                writer.add_histogram(f"{score}/ID/val", id_scores.float(), self.current_epoch)
-                writer.add_histogram(f"{score}/OOD/val", ood_scores.float(), self.current_epoch)
+        for writer in self._tensorboards():
+            writer.add_histogram(f"{score}/ID/val", id_scores.float(), self.current_epoch)
+            writer.add_histogram(f"{score}/OOD/val", ood_scores.float(), self.current_epoch)
 
     def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         x, y = batch
-        self._test_outputs[dataloader_idx].append({k: v.detach() for k, v in self(x).items()})
+        z = self.backbone(x)
+        self._test_outputs[dataloader_idx].append({k: v.detach() for k, v in self.method(z).items()})
         if dataloader_idx == 0:
             self._test_labels.append(y)
+        if self.hparams.projector:
+            self._keep_embeddings(dataloader_idx, z, y)
 
     def on_test_epoch_end(self) -> None:
         datamodule = self.trainer.datamodule
@@ -164,6 +200,21 @@ class OODModule(pl.LightningModule):
         self._test_outputs.clear()
         self._test_labels.clear()
         self._log_test_means()
+        if self._embeddings:
+            self._log_projector(names)
+
+    def _log_projector(self, set_names: list[str]) -> None:
+        """ID test embeddings (labelled by class) and a sample of each OOD set (labelled by set name)."""
+        generator = torch.Generator().manual_seed(0)
+        points, labels = [], []
+        for index, name in enumerate(set_names):
+            z, y = self._embeddings_of(index)
+            keep = torch.randperm(len(z), generator=generator)[: self.hparams.projector_samples]
+            points.append(z[keep.to(z.device)].float().cpu())
+            labels += [str(int(c)) for c in y[keep.to(y.device)].cpu()] if index == 0 else [name] * len(keep)
+        self._embeddings.clear()
+        for writer in self._tensorboards():
+            writer.add_embedding(torch.cat(points), metadata=labels, tag="test", global_step=self.current_epoch)
 
     def _log_test_means(self) -> None:
         """Log each (score, metric) averaged over the OOD test sets, and the test accuracy."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mchad.errors import ConfigError
 from mchad.methods.method import Method, Outputs, split_known, zero
 from mchad.methods.terms import (
     check_margin_form,
     check_non_negative,
+    check_one_axis_per_class,
     cross_entropy_known,
     margin_term,
     min_distance,
@@ -97,11 +97,7 @@ class CAC(Method):
         margin_form: str = "reference",
     ) -> None:
         super().__init__(n_classes, n_embedding)
-        if self.n_embedding != self.n_classes:
-            raise ConfigError(
-                f"method.n_embedding={n_embedding} must equal n_classes={n_classes} for CAC "
-                f"(one anchor axis per class): set method.n_embedding={n_classes}"
-            )
+        check_one_axis_per_class("CAC", n_classes, n_embedding, "one anchor axis per class")
         check_non_negative(
             magnitude=magnitude, weight_anchor=weight_anchor, weight_tuplet=weight_tuplet, weight_oe=weight_oe, margin=margin
         )
@@ -136,3 +132,6 @@ class CAC(Method):
     def scores(self, out: Outputs) -> dict[str, Tensor]:
         d = out["distances"]
         return {"distance": min_distance(d), "cac": cac_score(d)}
+
+    def class_centers(self) -> Tensor:
+        return self.anchors

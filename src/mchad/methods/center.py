@@ -97,3 +97,6 @@ class Center(Method):
 
     def scores(self, out: Outputs) -> dict[str, Tensor]:
         return {"distance": min_distance(out["distances"]), **logit_scores(out["logits"])}
+
+    def class_centers(self) -> Tensor:
+        return self.centers.centers.detach()

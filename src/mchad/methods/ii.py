@@ -80,7 +80,8 @@ class II(Method):
         self.centers = RunningClassMeans(self.n_classes, self.n_embedding)
 
     def forward(self, z: Tensor) -> Outputs:
-        embedding = self.norm(z)
+        # the spread and separation are sums of squares: keep them out of half precision
+        embedding = self.norm(z.float())
         return {"embedding": embedding, "distances": self.centers(embedding)}
 
     def loss(self, out: Outputs, y: Tensor) -> dict[str, Tensor]:
@@ -104,6 +105,12 @@ class II(Method):
 
     def scores(self, out: Outputs) -> dict[str, Tensor]:
         return {"distance": min_distance(out["distances"])}
+
+    def class_centers(self) -> Tensor:
+        if isinstance(self.norm, nn.BatchNorm1d):
+            # the means live behind the BatchNorm: map them back to the backbone's space with its running statistics
+            return self.centers.means * (self.norm.running_var + self.norm.eps).sqrt() + self.norm.running_mean
+        return self.centers.means
 
     def on_train_epoch_start(self) -> None:
         self.centers.reset()

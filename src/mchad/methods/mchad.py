@@ -103,3 +103,6 @@ class MCHAD(Method):
 
     def scores(self, out: Outputs) -> dict[str, Tensor]:
         return {"distance": min_distance(out["distances"])}
+
+    def class_centers(self) -> Tensor:
+        return self.centers.centers.detach()

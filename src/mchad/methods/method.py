@@ -68,6 +68,10 @@ class Method(nn.Module, ABC):
     def scores(self, out: Outputs) -> dict[str, Tensor]:
         """OOD scores per sample, keyed by :attr:`score_names`; higher = more anomalous."""
 
+    def class_centers(self) -> Tensor | None:
+        """Where the classes sit in the embedding space (C x D), if the method has centers; for plots."""
+        return None
+
     def on_train_epoch_start(self) -> None:
         """Called by the training loop at the start of every training epoch."""
 

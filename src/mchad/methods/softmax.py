@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mchad.errors import ConfigError
 from mchad.methods.method import Method, Outputs
-from mchad.methods.terms import check_non_negative, cross_entropy_known
+from mchad.methods.terms import check_non_negative, check_one_axis_per_class, cross_entropy_known
 
 LOGIT_SCORES = ("msp", "maxlogit", "energy")
 
@@ -33,7 +32,7 @@ def logit_scores(logits: Tensor) -> dict[str, Tensor]:
 
 
 class Softmax(Method):
-    """Softmax classifier: the backbone's output are the logits.
+    """Softmax classifier: the backbone's output is the logits.
 
     ``ce: w_ce * 1/|K| sum_{i in K} -log softmax(f(x_i))_{y_i}`` over the known samples ``K``
     (outliers, label -1, are ignored).
@@ -52,11 +51,7 @@ class Softmax(Method):
 
     def __init__(self, n_classes: int, n_embedding: int, weight_ce: float = 1.0) -> None:
         super().__init__(n_classes, n_embedding)
-        if self.n_embedding != self.n_classes:
-            raise ConfigError(
-                f"method.n_embedding={n_embedding} must equal n_classes={n_classes} for {type(self).__name__} "
-                f"(the backbone outputs the logits): set method.n_embedding={n_classes}"
-            )
+        check_one_axis_per_class(type(self).__name__, n_classes, n_embedding, "the backbone outputs the logits")
         check_non_negative(weight_ce=weight_ce)
         self.weight_ce = float(weight_ce)
 

@@ -9,7 +9,6 @@ with the autograd graph kept, when the samples it needs are absent from the batc
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -84,6 +83,15 @@ def check_non_negative(**values: float) -> None:
     for name, value in values.items():
         if float(value) < 0:
             raise ConfigError(f"method.{name}={value} is invalid: set method.{name} to a value >= 0")
+
+
+def check_one_axis_per_class(method: str, n_classes: int, n_embedding: int, reason: str) -> None:
+    """Raise :class:`ConfigError` unless ``n_embedding == n_classes`` (``reason`` says why ``method`` needs it)."""
+    if int(n_embedding) != int(n_classes):
+        raise ConfigError(
+            f"method.n_embedding={n_embedding} must equal n_classes={n_classes} for {method} ({reason}): "
+            f"set method.n_embedding={n_classes}"
+        )
 
 
 def check_margin_form(margin_form: str) -> None:

@@ -1,0 +1,66 @@
+"""Facts about the machine and the software a benchmark ran on, stored with every result."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytorch_lightning as pl
+import pytorch_ood
+import torch
+import torchvision
+
+REPO = Path(__file__).resolve().parents[1]
+
+CPU_NOTE = (
+    "no GPU on this machine: absolute times are CPU times and say little about GPU training; "
+    "only the ratios of ours to the reference, measured side by side in one run, are meaningful"
+)
+
+
+def git_commit() -> str | None:
+    """``git rev-parse HEAD`` of the project, or None outside git or before the first commit."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages; above the core count, other processes took CPU time from the timings."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def environment(device: torch.device) -> dict:
+    """Versions, device, threads, git commit, date and load of this run."""
+    return {
+        "device": device.type,
+        "device_name": device_name(device),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "lightning": pl.__version__,
+        "torchvision": torchvision.__version__,
+        "pytorch_ood": pytorch_ood.__version__,
+        "python": platform.python_version(),
+        "git_commit": git_commit(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "load_average": load_average(),
+        "note": CPU_NOTE if device.type == "cpu" else "",
+    }
