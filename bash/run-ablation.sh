@@ -15,7 +15,8 @@
 # Usage: bash/run-ablation.sh [SEEDS] [OVERRIDES...]
 #   SEEDS (default 6; also the env var SEEDS), OVERRIDES passed to every sweep.
 # Environment: EXPERIMENT (default cifar10-gmchad), PYTHON, DRY_RUN=1 (print the commands only).
-# Report one variant: python -m mchad.report logs/multiruns/ablation/cifar10-gmchad/method.margin=8,seed=* --out report/margin=8
+# Report one variant at a time (the report does not tell variants apart), e.g.
+#   python -m mchad.report logs/multiruns/ablation/cifar10-gmchad/method.margin=8,seed=* --out report/margin=8
 # A sweep with failures does not stop the script; they are listed at the end (exit status 1).
 set -euo pipefail
 # shellcheck source=run-experiments.sh
@@ -31,17 +32,13 @@ ABLATIONS=(
 )
 
 main_ablation() {
-    local seeds=${SEEDS:-6}
-    if [[ "${1:-}" =~ ^[0-9]+$ ]]; then
-        seeds=$1
-        shift
-    fi
-    local experiment=${EXPERIMENT:-cifar10-gmchad} seed_sweep entry label override
-    seed_sweep=$(seeds_override "$seeds")
+    read_seeds "$@"
+    shift "$SEED_ARGS"
+    local experiment=${EXPERIMENT:-cifar10-gmchad} entry label override
     for entry in "${ABLATIONS[@]}"; do
         label=${entry%%|*}
         override=${entry#*|}
-        sweep "$label" "experiment=$experiment" tag=ablation ${override:+"$override"} "$seed_sweep" "$@"
+        sweep "$label" "experiment=$experiment" tag=ablation ${override:+"$override"} "$SEED_SWEEP" "$@"
     done
     finish
 }

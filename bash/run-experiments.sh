@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The paper's main table: every (data set, method) pair as one seed sweep,
 #
-#   python run.py -m experiment=<dataset>-<method> seed='range(1,SEEDS+1)' [OVERRIDES...]
+#   python run.py -m experiment=<dataset>-<method> tag=paper seed='range(1,SEEDS+1)' [OVERRIDES...]
+#
+# so the runs land in logs/multiruns/paper/<dataset>-<method>/seed=<n>/ and
+# `python -m mchad.report logs/multiruns/paper --out report/` makes the table.
 #
 # Usage: bash/run-experiments.sh [SEEDS] [OVERRIDES...]
 #   SEEDS      number of seeds, 1..SEEDS (default 6; also the env var SEEDS)
-#   OVERRIDES  passed to every sweep, e.g. hydra/launcher=ray_local hydra.launcher.ray.remote.num_gpus=0.25
+#   OVERRIDES  passed to every sweep, e.g. hydra/launcher=ray_local hydra.launcher.ray.remote.num_gpus=0.25;
+#              they come last, so they win: tag=mine puts the runs under logs/multiruns/mine/
 # Environment:
 #   DATASETS   data sets to run (default: cifar10 cifar100 svhn)
 #   METHODS    methods to run (default: the paper's mchad gmchad cac gcac center gcenter ii)
@@ -14,8 +18,8 @@
 #
 # A sweep with failed runs does not stop the script: the next one starts, and the sweeps with
 # failures are listed at the end (exit status 1). Running the script again skips the finished
-# runs and resumes the killed ones. Functions below are shared with run-ablation.sh (it sources
-# this file); the sweeps run from the project root, so results land in ./logs/multiruns/.
+# runs and resumes the killed ones. The sweeps run from the project root, whatever the current
+# directory. The functions below are shared with run-ablation.sh, which sources this file.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -58,23 +62,26 @@ finish() {
     fi
 }
 
-# seeds_override N: the Hydra sweep over seeds 1..N
-seeds_override() {
-    [[ "$1" =~ ^[1-9][0-9]*$ ]] || { echo "SEEDS=$1 is not a positive integer: pass e.g. SEEDS=6" >&2; exit 2; }
-    echo "seed=range(1,$(($1 + 1)))"
+# read_seeds [SEEDS] ...: sets SEED_SWEEP, the Hydra sweep over seeds 1..SEEDS (a leading number,
+# else the env var SEEDS, else 6), and SEED_ARGS, how many arguments that took (shift them).
+read_seeds() {
+    local seeds=${SEEDS:-6}
+    SEED_ARGS=0
+    if [[ "${1:-}" =~ ^[0-9]+$ ]]; then
+        seeds=$1
+        SEED_ARGS=1
+    fi
+    [[ "$seeds" =~ ^[1-9][0-9]*$ ]] || { echo "SEEDS=$seeds is not a positive integer: pass e.g. SEEDS=6" >&2; exit 2; }
+    SEED_SWEEP="seed=range(1,$((seeds + 1)))"
 }
 
 main() {
-    local seeds=${SEEDS:-6}
-    if [[ "${1:-}" =~ ^[0-9]+$ ]]; then
-        seeds=$1
-        shift
-    fi
-    local seed_sweep dataset method
-    seed_sweep=$(seeds_override "$seeds")
+    read_seeds "$@"
+    shift "$SEED_ARGS"
+    local dataset method
     for dataset in ${DATASETS:-cifar10 cifar100 svhn}; do
         for method in ${METHODS:-mchad gmchad cac gcac center gcenter ii}; do
-            sweep "$dataset-$method" "experiment=$dataset-$method" "$seed_sweep" "$@"
+            sweep "$dataset-$method" "experiment=$dataset-$method" tag=paper "$SEED_SWEEP" "$@"
         done
     done
     finish

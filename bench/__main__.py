@@ -13,7 +13,7 @@ import torch
 from bench import evaluation, framework_overhead, input_pipeline, metrics, train_throughput
 from bench.environment import environment, load_average
 from bench.options import BACKBONES, make_options
-from bench.report import format_rounds, format_summary, write_json
+from bench.report import busy, format_rounds, format_summary, write_json
 from bench.workload import data_paths
 
 BENCHMARKS = {
@@ -28,7 +28,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="fewer steps, rounds and test images (under ~3 min on a CPU)")
     parser.add_argument("--backbone", choices=list(BACKBONES), help="default: wrn40-2 on cuda, small (WRN-10-1) on cpu")
     parser.add_argument("--threads", type=int, help="torch threads for both sides (default: all cores)")
-    parser.add_argument("--workers", type=int, help="DataLoader workers per reference loader (default: cores / 2)")
+    parser.add_argument("--workers", type=int, help="DataLoader worker processes of the reference pipeline in all (default: cores)")
     parser.add_argument("--data-root", type=Path, help="folder holding unpacked cifar10/ and tinyimagenet32/")
     parser.add_argument("--results-dir", type=Path, help="default: bench/results")
     args = parser.parse_args(argv)
@@ -60,6 +60,10 @@ def main(argv=None) -> None:
           f"{options.threads} threads, load average {env['load_average']}, data: {paths.source}")
     if env["note"]:
         print(f"note: {env['note']}")
+    if busy(env["cpu_count"], env["load_average"]) and options.threads > 1 and options.device == "cpu":
+        print(f"warning: load average {env['load_average']} exceeds the {env['cpu_count']} cores; with {options.threads} "
+              "intra-op threads every small parallel op waits for a busy core, so timings vary several-fold. "
+              "--threads 1 gives steadier ratios on a shared machine.")
     results = []
     for name in args.names or list(BENCHMARKS):
         started, started_load = time.perf_counter(), load_average()

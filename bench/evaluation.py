@@ -74,7 +74,7 @@ def run(options: Options, paths: DataPaths) -> Result:
             )
         return elapsed()
 
-    rounds = alternate(options.rounds, ours=ours, reference=reference_eval, higher_is_better=False)
+    rounds = alternate(options.eval_rounds, ours=ours, reference=reference_eval, higher_is_better=False)
     n_id, n_ood = len(id_test), [len(s) for s in ood_sets.values()]
     return Result(
         name=NAME,

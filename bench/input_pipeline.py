@@ -61,7 +61,7 @@ def run(options: Options, paths: DataPaths) -> Result:
             "images_per_batch": cfg.data.batch_size + cfg.data.outliers.batch_size,
             "warmup_batches": WARMUP,
             "timed_batches": options.pipeline_batches,
-            "reference_workers_per_loader": options.workers,
+            "reference_workers": options.workers,
             "ours_workers": cfg.data.num_workers,
         },
     )

@@ -61,6 +61,12 @@ class Result:
         }
 
 
+def busy(cores: int | None, *loads: list[float] | None) -> bool | None:
+    """Whether other processes competed for the CPU: a 1-minute load average above the core count."""
+    ones = [load[0] for load in loads if load]
+    return None if not ones or not cores else max(ones) > cores
+
+
 def write_json(result: Result, options: Options, started_load: list[float] | None) -> Path:
     """Write ``<results_dir>/<name>-<device>[-quick].json`` atomically; returns its path."""
     record = {
@@ -76,6 +82,7 @@ def write_json(result: Result, options: Options, started_load: list[float] | Non
         "load_average_at_start": started_load,
         "load_average_at_end": load_average(),
     }
+    record["machine_busy"] = busy(record["environment"]["cpu_count"], started_load, record["load_average_at_end"])
     options.results_dir.mkdir(parents=True, exist_ok=True)
     path = options.results_dir / f"{result.name}-{options.suffix}.json"
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -44,6 +44,6 @@ def run(options: Options, paths: DataPaths) -> Result:
             "timed_steps": options.timed_steps,
             "ours_precision": resolve_precision(cfg.trainer),
             "reference_precision": "32-true",
-            "reference_workers_per_loader": options.workers,
+            "reference_workers": options.workers,
         },
     )

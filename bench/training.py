@@ -75,6 +75,12 @@ def contiguous_copy(backbone: nn.Module) -> nn.Module:
     return copy.deepcopy(backbone).to(memory_format=torch.contiguous_format)
 
 
+def split_workers(total: int, id_batch: int, outlier_batch: int) -> tuple[int, int]:
+    """Worker processes for the ID and the outlier loader, in proportion to their batch sizes, at least one each."""
+    id_workers = max(1, round(total * id_batch / (id_batch + outlier_batch)))
+    return id_workers, max(1, total - id_workers)
+
+
 class ReferenceTraining:
     """The reference pipeline's training data (PIL data sets, built once) and its timed plain loop."""
 
@@ -87,10 +93,11 @@ class ReferenceTraining:
 
     def batches(self):
         """Shuffled ``(x, y)`` training batches, ID then outliers, from fresh DataLoaders."""
-        options, cfg = self.options, self.cfg
+        cfg = self.cfg
+        id_workers, outlier_workers = split_workers(self.options.workers, cfg.data.batch_size, cfg.data.outliers.batch_size)
         return reference.train_batches(
-            reference.loader(self.id_set, cfg.data.batch_size, options.workers, shuffle=True),
-            reference.loader(self.outlier_set, cfg.data.outliers.batch_size, options.workers, shuffle=True),
+            reference.loader(self.id_set, cfg.data.batch_size, id_workers, shuffle=True),
+            reference.loader(self.outlier_set, cfg.data.outliers.batch_size, outlier_workers, shuffle=True),
         )
 
     def rate(self) -> float:

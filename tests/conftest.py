@@ -21,6 +21,7 @@ TINY = [
     "trainer.limit_val_batches=1",
     "trainer.limit_test_batches=1",
     "data.batch_size=8",
+    "data.val_size=0.2",
     "data.eval_batch_size=32",
     "model.pretrained_checkpoint=null",
 ]

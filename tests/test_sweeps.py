@@ -148,7 +148,7 @@ def test_run_experiments_dry_run_prints_one_seed_sweep_per_dataset_and_method(tm
     assert result.returncode == 0, result.stderr
     python = ".venv/bin/python" if (ROOT / ".venv/bin/python").exists() else "python3"
     assert commands(result.stdout) == [
-        f"{python} run.py -m experiment={d}-{m} 'seed=range(1,4)' hydra/launcher=ray_local trainer=gpu"
+        f"{python} run.py -m experiment={d}-{m} tag=paper 'seed=range(1,4)' hydra/launcher=ray_local trainer=gpu"
         for d in PAPER_DATASETS
         for m in PAPER_METHODS
     ]
@@ -183,7 +183,7 @@ def test_run_experiments_goes_on_after_a_failed_sweep_and_lists_it(tmp_path):
                     METHODS="mchad cac ii")
     assert result.returncode == 1
     assert calls.read_text().splitlines() == [
-        f"run.py -m experiment=cifar10-{m} seed=range(1,3) x=1" for m in ("mchad", "cac", "ii")
+        f"run.py -m experiment=cifar10-{m} tag=paper seed=range(1,3) x=1" for m in ("mchad", "cac", "ii")
     ]
     assert "1 of 3 sweeps had failures: cifar10-cac" in result.stdout
 

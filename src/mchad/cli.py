@@ -9,6 +9,7 @@ returns, so the launcher (basic, joblib or Ray) goes on with the other jobs; at 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 import traceback
@@ -32,7 +33,12 @@ Task = Callable[[DictConfig, Path], Any]
 
 
 def check_command_line() -> None:
-    """Stop with a one-line error when the command line names an unknown config option."""
+    """Stop with a one-line error when the command line names an unknown config option.
+
+    Also records the starting directory as ``MCHAD_ROOT`` (``paths.root_dir``), which every
+    sweep job inherits, in this process or in a joblib / Ray worker.
+    """
+    os.environ["MCHAD_ROOT"] = os.getcwd()
     try:
         check_overrides(sys.argv[1:])
     except ConfigError as error:
@@ -69,6 +75,10 @@ class SweepSummary(Callback):
         self.started = time.time()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():
+            # flushes the Ray jobs' buffered output, so that the summary is the last line printed
+            ray.shutdown()
         sweep_dir = Path(config.hydra.sweep.dir)
 
         def fresh(pattern: str) -> list[Path]:

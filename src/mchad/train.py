@@ -16,6 +16,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
+from pytorch_lightning.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from mchad.data.datamodule import OODDataModule
@@ -61,17 +62,6 @@ def resolve_precision(trainer_cfg: DictConfig) -> str:
     return "bf16-mixed" if on_gpu else "32-true"
 
 
-def build_datamodule(cfg: DictConfig) -> OODDataModule:
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    return OODDataModule(
-        dataset=data.pop("name"),
-        data_dir=cfg.paths.data_dir,
-        testsets=OmegaConf.to_container(cfg.testsets, resolve=True) or [],
-        seed=cfg.seed,
-        **data,
-    )
-
-
 def build_run(cfg: DictConfig, run_dir: Path) -> Run:
     """Instantiate and check data, method and backbone; raises ConfigError on bad input."""
     method_name, method = build_method(cfg.method)
@@ -83,7 +73,7 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
     backbone = instantiate(cfg.model.backbone)
     if cfg.model.pretrained_checkpoint:
         load_pretrained(backbone, cfg.model.pretrained_checkpoint)
-    datamodule = build_datamodule(cfg)
+    datamodule = OODDataModule.from_config(cfg)
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = OODModule(
@@ -107,6 +97,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list | None = None, *
     if loggers is None:
         loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    if not loggers:  # logger=none: Lightning refuses a learning-rate monitor with nothing to log to
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     kwargs = {**trainer_cfg, "default_root_dir": str(run_dir), "logger": loggers or False, "callbacks": callbacks}
     return pl.Trainer(**{**kwargs, **overrides})
 
