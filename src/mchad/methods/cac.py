@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mchad.methods.method import Method, Outputs, split_known, zero
+from mchad.methods.method import Method, Outputs, masked_mean, split_known
 from mchad.methods.terms import (
     check_margin_form,
     check_non_negative,
@@ -14,6 +14,7 @@ from mchad.methods.terms import (
     margin_term,
     min_distance,
     nearest_class,
+    true_class_distance,
 )
 from mchad.nn.centers import pairwise_squared_distances
 
@@ -21,9 +22,7 @@ from mchad.nn.centers import pairwise_squared_distances
 def anchor_term(distances: Tensor, y: Tensor) -> Tensor:
     """CAC anchor term ``L_A = 1/|K| sum_{i in K} d_{i y_i}`` over the known samples ``K``."""
     known, _ = split_known(y)
-    if not known.any():
-        return zero(distances)
-    return distances[known].gather(1, y[known].unsqueeze(1)).mean()
+    return masked_mean(true_class_distance(distances, y), known)
 
 
 def tuplet_term(distances: Tensor, y: Tensor) -> Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from mchad.methods.method import Outputs, split_known, zero
+from mchad.methods.method import Outputs, masked_mean, split_known
 from mchad.methods.softmax import Softmax, energy
 from mchad.methods.terms import check_non_negative
 
@@ -16,12 +16,9 @@ def energy_hinge(energies: Tensor, y: Tensor, margin_in: float, margin_out: floa
     each mean is zero when its samples are absent.
     """
     known, outlier = split_known(y)
-    loss = zero(energies)
-    if known.any():
-        loss = loss + (energies[known] - margin_in).relu().pow(2).mean()
-    if outlier.any():
-        loss = loss + (margin_out - energies[outlier]).relu().pow(2).mean()
-    return loss
+    return masked_mean((energies - margin_in).relu().pow(2), known) + masked_mean(
+        (margin_out - energies).relu().pow(2), outlier
+    )
 
 
 class EnergyFineTune(Softmax):

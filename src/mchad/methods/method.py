@@ -85,6 +85,16 @@ def split_known(y: Tensor) -> tuple[Tensor, Tensor]:
     return ~outlier, outlier
 
 
+def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of ``values`` over the rows where ``mask`` is true; 0 (graph kept) when none is.
+
+    Masks instead of boolean indexing, so no host synchronisation in a training step.
+    """
+    mask = mask.reshape(mask.shape + (1,) * (values.dim() - mask.dim()))
+    total = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device)).sum()
+    return total / (mask.sum() * (values.numel() // max(1, mask.numel()))).clamp(min=1)
+
+
 def zero(like: Tensor) -> Tensor:
     """A scalar zero on the device and dtype of ``like`` that keeps the graph intact."""
     return like.sum() * 0.0 if like.requires_grad else torch.zeros((), device=like.device, dtype=like.dtype)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mchad.methods.method import Outputs, split_known, zero
+from mchad.methods.method import Outputs, masked_mean, split_known
 from mchad.methods.softmax import Softmax
 from mchad.methods.terms import check_non_negative
 
@@ -16,10 +16,7 @@ def uniform_cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
     ``L_oe = 1/|O| sum_{i in O} ( log sum_c exp(logits_ic) - 1/C sum_c logits_ic )``.
     """
     _, outlier = split_known(y)
-    if not outlier.any():
-        return zero(logits)
-    logits_out = logits[outlier]
-    return (torch.logsumexp(logits_out, dim=1) - logits_out.mean(dim=1)).mean()
+    return masked_mean(torch.logsumexp(logits, dim=1) - logits.mean(dim=1), outlier)
 
 
 class OutlierExposure(Softmax):

@@ -4,16 +4,18 @@ Notation: a batch of ``B`` samples with labels ``y_i`` (``-1`` = outlier), ``C``
 known classes, ``d_ic = ||f(x_i) - mu_c||_2^2`` the SQUARED distance of sample
 ``i`` to the center of class ``c``; ``K`` is the set of known samples
 (``y_i >= 0``), ``O`` the set of outliers. Every term is a scalar and is zero,
-with the autograd graph kept, when the samples it needs are absent from the batch.
+with the autograd graph kept, when the samples it needs are absent from the batch; terms use
+masks, not boolean indexing, so a training step never waits for the host.
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from mchad.errors import ConfigError
-from mchad.methods.method import split_known, zero
+from mchad.methods.method import masked_mean, split_known
 
 MARGIN_FORMS = ("reference", "paper")
 
@@ -27,9 +29,7 @@ def cross_entropy_known(logits: Tensor, y: Tensor) -> Tensor:
     and CAC's tuplet term.
     """
     known, _ = split_known(y)
-    if not known.any():
-        return zero(logits)
-    return F.cross_entropy(logits[known], y[known])
+    return masked_mean(F.cross_entropy(logits, y.clamp(min=0), reduction="none"), known)
 
 
 def center_term(distances: Tensor, y: Tensor, radius: float = 0.0) -> Tensor:
@@ -42,10 +42,7 @@ def center_term(distances: Tensor, y: Tensor, radius: float = 0.0) -> Tensor:
     tuned with this reduction (DESIGN.md). ``radius`` bounds the squared distance.
     """
     known, _ = split_known(y)
-    if not known.any():
-        return zero(distances)
-    d_true = distances[known].gather(1, y[known].unsqueeze(1)).squeeze(1)
-    return (d_true - radius).relu().sum() / distances[known].numel()
+    return masked_mean((true_class_distance(distances, y) - radius).relu(), known) / distances.shape[1]
 
 
 def margin_term(distances: Tensor, y: Tensor, margin: float, form: str = "reference", radius: float = 0.0) -> Tensor:
@@ -59,13 +56,17 @@ def margin_term(distances: Tensor, y: Tensor, margin: float, form: str = "refere
       max(0, (r + m)^2 - d_ic)``, with ``r`` the radius and ``m`` a Euclidean length.
     """
     _, outlier = split_known(y)
-    if not outlier.any():
-        return zero(distances)
-    d_out = distances[outlier]
     if form == "reference":
         # m^2 - d^2 = (m - d)(m + d) with m, d >= 0: factored so that a huge d cannot overflow d^2
-        return ((margin - d_out).relu() * (margin + d_out)).sum()
-    return ((radius + margin) ** 2 - d_out).relu().sum()
+        per_class = (margin - distances).relu() * (margin + distances)
+    else:
+        per_class = ((radius + margin) ** 2 - distances).relu()
+    return torch.where(outlier.unsqueeze(1), per_class, torch.zeros_like(per_class)).sum()
+
+
+def true_class_distance(distances: Tensor, y: Tensor) -> Tensor:
+    """``d_{i y_i}`` per sample; rows of outliers (``y = -1``) hold ``d_{i 0}`` and must be masked."""
+    return distances.gather(1, y.clamp(min=0).unsqueeze(1)).squeeze(1)
 
 
 def min_distance(distances: Tensor) -> Tensor:
