@@ -1,4 +1,4 @@
-"""``python -m bench [--device cpu|cuda] [--quick] [--backbone small|wrn40-2] [names...]``."""
+"""Run the benchmarks described in bench/README.md; each writes bench/results/<name>-<device>[-quick].json."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def main(argv=None) -> None:
     for name in args.names or list(BENCHMARKS):
         started, started_load = time.perf_counter(), load_average()
         result = BENCHMARKS[name].run(options, paths)
-        path = write_json(result, options, started_load)
+        path = write_json(result, options, env, started_load)
         results.append(result)
         print(f"\n{format_rounds(result)}\n  ({time.perf_counter() - started:.0f} s, written to {path})", flush=True)
     print(f"\n{format_summary(results)}")

@@ -30,6 +30,15 @@ def git_commit() -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
+def git_dirty() -> bool | None:
+    """Whether tracked files differ from ``HEAD`` (the figures then belong to uncommitted code)."""
+    try:
+        result = subprocess.run(["git", "--no-optional-locks", "diff", "--quiet", "HEAD", "--"], cwd=REPO, capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return {0: False, 1: True}.get(result.returncode)
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -48,7 +57,7 @@ def load_average() -> list[float] | None:
 
 
 def environment(device: torch.device) -> dict:
-    """Versions, device, threads, git commit, date and load of this run."""
+    """Versions, device, threads, git commit, date and load, taken when the run starts (the code it imported)."""
     return {
         "device": device.type,
         "device_name": device_name(device),
@@ -60,6 +69,7 @@ def environment(device: torch.device) -> dict:
         "pytorch_ood": pytorch_ood.__version__,
         "python": platform.python_version(),
         "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "load_average": load_average(),
         "note": CPU_NOTE if device.type == "cpu" else "",

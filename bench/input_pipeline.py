@@ -35,7 +35,7 @@ def run(options: Options, paths: DataPaths) -> Result:
             if index == n_batches:
                 break
             prepare(x.to(device, non_blocking=True))
-            y.to(device, non_blocking=True)
+            y.to(device, non_blocking=True)  # a training step needs the labels on the device too
             clock.tick()
         return clock.rate(WARMUP, 1)
 
@@ -48,6 +48,7 @@ def run(options: Options, paths: DataPaths) -> Result:
         batches.close()
         return rate
 
+    # a round takes seconds, so never fewer than three
     rounds = alternate(max(options.rounds, 3), ours=ours, reference=reference_rate, higher_is_better=True)
     return Result(
         name=NAME,

@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.environment import environment, load_average
+from bench.environment import load_average
 from bench.options import Options
 from bench.timing import median
 
@@ -67,8 +67,11 @@ def busy(cores: int | None, *loads: list[float] | None) -> bool | None:
     return None if not ones or not cores else max(ones) > cores
 
 
-def write_json(result: Result, options: Options, started_load: list[float] | None) -> Path:
-    """Write ``<results_dir>/<name>-<device>[-quick].json`` atomically; returns its path."""
+def write_json(result: Result, options: Options, run_environment: dict, started_load: list[float] | None) -> Path:
+    """Write ``<results_dir>/<name>-<device>[-quick].json`` atomically; returns its path.
+
+    ``run_environment``: :func:`bench.environment.environment` at the start of the run.
+    """
     record = {
         "benchmark": result.name,
         "title": result.title,
@@ -78,7 +81,7 @@ def write_json(result: Result, options: Options, started_load: list[float] | Non
         "details": result.details,
         "config": result.config,
         "options": options.as_dict(),
-        "environment": environment(options.torch_device),
+        "environment": run_environment,
         "load_average_at_start": started_load,
         "load_average_at_end": load_average(),
     }
