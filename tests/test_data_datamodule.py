@@ -141,6 +141,19 @@ def test_test_loaders_names_and_groups(data_dir: Path) -> None:
     assert bool((torch.cat([y for _, y in loaders[0]]) >= 0).all())
 
 
+def test_test_set_labels_name_two_sets_of_one_source(data_dir: Path, tmp_path: Path) -> None:
+    from conftest import write_image_tree
+
+    folders = [write_image_tree(tmp_path / f"set{i}", 1, 5 + i, splits=("images",), seed=i) for i in range(2)]
+    testsets = [{"name": "imagefolder", "root": str(f), "group": "far", "label": f"set{i}"} for i, f in enumerate(folders)]
+    datamodule = digits_module(data_dir, testsets=testsets)
+    datamodule.setup("test")
+    assert datamodule.test_set_names == ["digits", "set0", "set1"]
+    assert [sum(len(y) for _, y in loader) for loader in datamodule.test_dataloader()[1:]] == [5, 6]
+    with pytest.raises(ConfigError, match="listed twice"):
+        OODDataModule("digits", 6, data_dir, testsets=[testsets[0], {**testsets[1], "label": "set0"}])
+
+
 def test_augment_module_follows_the_config(data_dir: Path) -> None:
     datamodule = OODDataModule("digits", 6, data_dir, mean=[0.3] * 3, std=[0.4] * 3, crop_padding=2, flip=False)
     assert datamodule.augment.crop_padding == 2 and datamodule.augment.flip is False
