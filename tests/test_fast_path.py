@@ -177,7 +177,7 @@ def test_bf16_autocast_training_step_on_cpu_is_close_to_fp32():
     assert bf16_loss == pytest.approx(fp32_loss, rel=0.05, abs=0.05)
 
 
-@pytest.mark.slow(reason="torch.compile (inductor, C++ code generation) of wrn-small takes about 60 s on the 2 CPU cores")
+@pytest.mark.slow(reason="torch.compile (inductor, C++ code generation) of wrn-small takes ~60 s cold on 2 CPU cores, ~10 s with a warm cache")
 def test_compiled_backbone_gives_the_eager_outputs():
     torch.manual_seed(0)
     backbone, method = small_backbone(), gmchad()
