@@ -1,0 +1,372 @@
+"""Every data set of the benchmark by name: where its files come from and how they decode.
+
+``load_dataset(name, split, data_dir, root=None, download=True)`` returns the data set
+as :class:`~mchad.data.tensors.ImageTensors` (uint8 (N, 32, 32, 3), int64 labels),
+decoded once and then read from the cache under ``<data_dir>/cache``. Downloads land
+in ``<data_dir>/<name>/`` and are checked against the checksums their publishers (via
+torchvision and pytorch-ood) list. Giving ``root`` reads a local copy instead:
+
+- ID sets (cifar10, cifar100, svhn, mnist, fashionmnist): an image-folder tree
+  ``root/<split>/<class>/*.{jpg,png,...}`` with classes in sorted order (the layout of
+  the CIFAR-10 JPEG archive in ``../shared/data``).
+- OOD sets and outliers: every image file under ``root`` (recursive), label -1;
+  tinyimages300k also takes a .npy file of uint8 (N, 32, 32, 3) as root.
+- imagefolder: ``root/<split>/`` if it exists, else ``root``; labels from the sorted
+  class folders (a set used as OOD is relabelled -1 by the data module).
+
+Labels returned here are each set's own: class indices for classification sets, -1 for
+sets that are OOD by nature. Sizes other than 32x32 are resized (see
+:mod:`mchad.data.images`). A local copy is cached under a digest of its path
+(``<name>-local-<digest>``) and decoded once: after changing its files, delete those
+cache entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torchvision.datasets as tvd
+
+from mchad.data.cache import cached, read_cache
+from mchad.data.download import RemoteFile, extract, fetch, file_lock
+from mchad.data.images import list_images, read_class_tree, read_images, to_rgb32
+from mchad.data.tensors import OOD_LABEL, ImageTensors
+from mchad.errors import ConfigError
+
+Arrays = tuple[np.ndarray, np.ndarray]
+
+CACHE_FOLDER = "cache"
+
+
+def ood_labels(n: int) -> np.ndarray:
+    return np.full(n, OOD_LABEL, dtype=np.int64)
+
+
+def seeded_subset(n: int, size: int, seed: int) -> np.ndarray:
+    """``size`` of ``range(n)`` drawn without replacement by a fixed seed, in increasing order."""
+    return np.sort(np.random.default_rng(seed).permutation(n)[:size])
+
+
+def read_ood_folder(folder: Path, subset: int | None = None) -> Arrays:
+    """Every image under ``folder`` (or a seeded subset of ``subset`` of them), labelled -1."""
+    paths = list_images(folder)
+    if not paths:
+        raise ConfigError(f"{folder} holds no image files: point root at a folder of images")
+    if subset is not None and subset < len(paths):
+        paths = [paths[i] for i in seeded_subset(len(paths), subset, seed=0)]
+    return read_images(paths), ood_labels(len(paths))
+
+
+class Source(ABC):
+    """One data set: its name, its splits, and how to turn its files into arrays.
+
+    ``version`` is part of the cache file name; bump it when the decoding changes so old
+    cache entries are rebuilt.
+    """
+
+    splits: tuple[str, ...] | None = ("test",)
+    version: int = 1
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def check_split(self, split: str) -> None:
+        if self.splits is not None and split not in self.splits:
+            raise ConfigError(f"data set {self.name} has no split '{split}': choose one of {', '.join(self.splits)}")
+
+    @abstractmethod
+    def load(self, split: str, folder: Path, download: bool) -> Arrays:
+        """Decode ``split`` from the files in ``folder`` (``<data_dir>/<name>``), fetching them if allowed."""
+
+    def load_local(self, split: str, root: Path) -> Arrays:
+        """Decode ``split`` from a local copy at ``root``; by default every image under it, label -1."""
+        return read_ood_folder(root)
+
+
+class ClassTreeSource(Source):
+    """A classification set; a local copy is an image-folder tree ``root/<split>/<class>/*``."""
+
+    splits = ("train", "test")
+
+    def load_local(self, split: str, root: Path) -> Arrays:
+        folder = root / split
+        if not folder.is_dir():
+            raise ConfigError(
+                f"{folder} does not exist: {self.name} root must hold {split}/<class>/<image> files "
+                "(or set root=null to download the data set)"
+            )
+        return read_class_tree(folder)
+
+
+def _open_torchvision(name: str, open_dataset: Callable[[], object]) -> object:
+    """Open a torchvision data set, turning its integrity errors into ConfigError."""
+    try:
+        return open_dataset()
+    except RuntimeError as error:
+        raise ConfigError(
+            f"the downloaded {name} files are incomplete or corrupted ({error}): delete them to download again"
+        ) from error
+
+
+class CifarSource(ClassTreeSource):
+    """CIFAR-10 / CIFAR-100 (fine labels) from torchvision's python-pickle archive."""
+
+    def __init__(self, name: str, dataset_class: type[tvd.CIFAR10]) -> None:
+        super().__init__(name)
+        self.dataset_class = dataset_class
+
+    def load(self, split: str, folder: Path, download: bool) -> Arrays:
+        cls = self.dataset_class
+        archive = fetch(RemoteFile(cls.url, cls.filename, md5=cls.tgz_md5), folder, download)
+        extract(archive, folder)
+        data = _open_torchvision(self.name, lambda: cls(str(folder), train=split == "train", download=False))
+        return np.ascontiguousarray(data.data), np.asarray(data.targets, dtype=np.int64)
+
+
+class SvhnSource(ClassTreeSource):
+    """SVHN cropped digits (32x32 .mat files); torchvision maps the label 10 of digit 0 to 0."""
+
+    def load(self, split: str, folder: Path, download: bool) -> Arrays:
+        url, filename, md5 = tvd.SVHN.split_list[split]
+        fetch(RemoteFile(url, filename, md5=md5), folder, download)
+        data = _open_torchvision(self.name, lambda: tvd.SVHN(str(folder), split=split, download=False))
+        return np.ascontiguousarray(data.data.transpose(0, 2, 3, 1)), np.asarray(data.labels, dtype=np.int64)
+
+
+class MnistSource(ClassTreeSource):
+    """MNIST / Fashion-MNIST, 28x28 grey, resized to 32x32 and repeated over 3 channels."""
+
+    def __init__(self, name: str, dataset_class: type[tvd.MNIST]) -> None:
+        super().__init__(name)
+        self.dataset_class = dataset_class
+
+    def load(self, split: str, folder: Path, download: bool) -> Arrays:
+        cls = self.dataset_class
+        raw = folder / cls.__name__ / "raw"
+        for filename, md5 in cls.resources:
+            extract(fetch(RemoteFile(cls.mirrors[0] + filename, filename, md5=md5), raw, download), raw)
+        data = _open_torchvision(self.name, lambda: cls(str(folder), train=split == "train", download=False))
+        return to_rgb32(data.data.numpy()), data.targets.numpy().astype(np.int64)
+
+
+class ArchiveSource(Source):
+    """An OOD test set published as one archive of images (all labelled -1).
+
+    ``subset``: keep a fixed seeded subset of this many images (Places365).
+    """
+
+    def __init__(self, name: str, remote: RemoteFile, subset: int | None = None) -> None:
+        super().__init__(name)
+        self.remote = remote
+        self.subset = subset
+
+    def load(self, split: str, folder: Path, download: bool) -> Arrays:
+        extract(fetch(self.remote, folder, download), folder)
+        return read_ood_folder(folder, self.subset)
+
+    def load_local(self, split: str, root: Path) -> Arrays:
+        return read_ood_folder(root, self.subset)
+
+
+class TinyImages300kSource(Source):
+    """The 300,000 TinyImages of Hendrycks' outlier-exposure release, one uint8 .npy file.
+
+    Returned as a memory map, so building its cache copies it chunk by chunk, never
+    as a whole in memory nor as float32.
+    """
+
+    splits = ("train",)
+    remote = RemoteFile(
+        "https://people.eecs.berkeley.edu/~hendrycks/300K_random_images.npy",
+        "300K_random_images.npy",
+        md5="64ca64357de98351f28454274a112dc3",
+    )
+
+    def load(self, split: str, folder: Path, download: bool) -> Arrays:
+        return self._read_npy(fetch(self.remote, folder, download))
+
+    def load_local(self, split: str, root: Path) -> Arrays:
+        return self._read_npy(root) if root.suffix == ".npy" else read_ood_folder(root)
+
+    @staticmethod
+    def _read_npy(path: Path) -> Arrays:
+        images = np.load(path, mmap_mode="r")
+        if images.dtype != np.uint8 or images.shape[1:] != (32, 32, 3):
+            raise ConfigError(f"{path} holds {images.dtype} {images.shape}, expected uint8 (N, 32, 32, 3)")
+        return images, ood_labels(len(images))
+
+
+class ImageFolderSource(Source):
+    """Any folder of images; needs ``root``."""
+
+    splits = None
+
+    def load(self, split: str, folder: Path, download: bool) -> Arrays:
+        raise ConfigError("imagefolder needs a root: set the data set's root to a folder of <class>/<image> files")
+
+    def load_local(self, split: str, root: Path) -> Arrays:
+        return read_class_tree(root / split if (root / split).is_dir() else root)
+
+
+def gaussian_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """clip(N(128, 128^2), 0, 255) as uint8: N(0.5, 0.5^2) clipped to [0, 1] in unit scale."""
+    return np.clip(rng.standard_normal(shape, dtype=np.float32) * 128 + 128, 0, 255).astype(np.uint8)
+
+
+def uniform_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Uniform over {0, ..., 254}: the distribution of floor(U[0, 255)), pytorch-ood's ``UniformNoise``."""
+    return rng.integers(0, 255, size=shape, dtype=np.uint8)
+
+
+class NoiseSource(Source):
+    """10,000 seeded noise images per split, label -1.
+
+    The distributions are pytorch-ood's ``GaussianNoise`` / ``UniformNoise`` defaults,
+    which the MCHAD reference used (see :func:`gaussian_noise`, :func:`uniform_noise`).
+    The seed is derived from the set's name and the split, so the validation noise
+    differs from the test noise and every run sees the same images.
+    """
+
+    splits = ("train", "val", "test")
+    length = 10_000
+    chunk = 1_000
+
+    def __init__(self, name: str, draw: Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]) -> None:
+        super().__init__(name)
+        self.draw = draw
+
+    def load(self, split: str, folder: Path, download: bool) -> Arrays:
+        rng = np.random.default_rng(zlib.crc32(f"{self.name}/{split}".encode()))
+        shape = (self.chunk, 32, 32, 3)
+        chunks = [self.draw(rng, shape) for _ in range(self.length // self.chunk)]
+        return np.concatenate(chunks), ood_labels(self.length)
+
+    def load_local(self, split: str, root: Path) -> Arrays:
+        raise ConfigError(f"{self.name} noise is generated, it takes no root: set its root to null")
+
+
+class DigitsSource(Source):
+    """scikit-learn's bundled 8x8 digits (1,797 images, offline), for the CPU quickstart.
+
+    Grey levels 0..16 are scaled to 0..255 and each pixel is repeated 4x4 to 32x32 RGB.
+    ``digits``: classes 0-5, labels 0..5, split 2/3 train, 1/3 test by a fixed seed.
+    ``digits-ood``: classes 6-9, all images, label -1.
+    """
+
+    id_classes = 6
+    train_fraction = 2 / 3
+
+    def __init__(self, name: str, ood: bool) -> None:
+        super().__init__(name)
+        self.ood = ood
+        self.splits = ("test",) if ood else ("train", "test")
+
+    def load(self, split: str, folder: Path, download: bool) -> Arrays:
+        # imported here: scikit-learn takes a second to import and only this set needs it
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        images = np.round(digits.images * (255 / 16)).astype(np.uint8)
+        images = images.repeat(4, axis=1).repeat(4, axis=2)
+        labels = digits.target.astype(np.int64)
+        if self.ood:
+            keep = labels >= self.id_classes
+            return to_rgb32(images[keep]), ood_labels(int(keep.sum()))
+        ids = np.flatnonzero(labels < self.id_classes)
+        order = np.random.default_rng(0).permutation(ids)
+        n_train = round(len(ids) * self.train_fraction)
+        chosen = np.sort(order[:n_train] if split == "train" else order[n_train:])
+        return to_rgb32(images[chosen]), labels[chosen]
+
+    def load_local(self, split: str, root: Path) -> Arrays:
+        raise ConfigError(f"{self.name} is bundled with scikit-learn, it takes no root: set its root to null")
+
+
+def _odin(name: str, url_id: str, filename: str, md5: str) -> ArchiveSource:
+    return ArchiveSource(name, RemoteFile(f"https://www.dropbox.com/s/raw/{url_id}/{filename}", filename, md5=md5))
+
+
+_PLACES_URL = tvd.Places365._BASE_URL + tvd.Places365._IMAGES_META[("val", True)][0]
+
+SOURCES: dict[str, Source] = {
+    source.name: source
+    for source in [
+        CifarSource("cifar10", tvd.CIFAR10),
+        CifarSource("cifar100", tvd.CIFAR100),
+        SvhnSource("svhn"),
+        MnistSource("mnist", tvd.MNIST),
+        MnistSource("fashionmnist", tvd.FashionMNIST),
+        ImageFolderSource("imagefolder"),
+        NoiseSource("gaussian", gaussian_noise),
+        NoiseSource("uniform", uniform_noise),
+        DigitsSource("digits", ood=False),
+        DigitsSource("digits-ood", ood=True),
+        TinyImages300kSource("tinyimages300k"),
+        # DTD as in torchvision.datasets.DTD and pytorch-ood's Textures: all 5,640 images
+        ArchiveSource("textures", RemoteFile(tvd.DTD._URL, "dtd-r1.0.1.tar.gz", md5=tvd.DTD._MD5)),
+        # the ODIN release (Liang et al., ICLR 2018), URLs and md5s as in pytorch-ood
+        _odin("tinyimagenet-crop", "avgm2u562itwpkl", "Imagenet.tar.gz", "7c0827e4246c3718a5ee076e999e52e5"),
+        _odin("tinyimagenet-resize", "kp3my3412u5k9rl", "Imagenet_resize.tar.gz", "0f9ff11d45babf2eff5fe12281d1ac31"),
+        _odin("lsun-crop", "fhtsw1m3qxlwj6h", "LSUN.tar.gz", "458a0a0ab8e5f1cb4516d7400568e460"),
+        _odin("lsun-resize", "moqh2wh8696c3yl", "LSUN_resize.tar.gz", "278b7b31c8cb7e804a1465a8ce03a2dc"),
+        # iSUN from the same ODIN release; pytorch-ood lacks it, the md5 is the one other projects check
+        _odin("isun", "ssz7qxfqae0cca5", "iSUN.tar.gz", "be77b0f2c26fda898afac5f99645ee70"),
+        # torchvision's Places365 small (256x256) validation images, a fixed seeded 10,000 of 36,500
+        ArchiveSource(
+            "places365",
+            RemoteFile(_PLACES_URL, "val_256.tar", md5=tvd.Places365._IMAGES_META[("val", True)][1]),
+            subset=10_000,
+        ),
+    ]
+}
+
+
+def dataset_names() -> list[str]:
+    return sorted(SOURCES)
+
+
+def get_source(name: str) -> Source:
+    if name not in SOURCES:
+        raise ConfigError(f"unknown data set '{name}': choose one of {', '.join(dataset_names())}")
+    return SOURCES[name]
+
+
+def cache_name(name: str, root: Path | None) -> str:
+    """The cache entry's name: the set's name, plus a digest of the local copy's path if any."""
+    if root is None:
+        return name
+    return f"{name}-local-{hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]}"
+
+
+def load_dataset(
+    name: str, split: str, data_dir: str | Path, root: str | Path | None = None, download: bool = True
+) -> ImageTensors:
+    """Data set ``name``'s ``split`` as uint8 image and int64 label tensors (see module docstring).
+
+    Fetching, extraction and decoding happen once, under a lock per cache entry, so
+    parallel runs wait for the first one instead of repeating its work.
+    """
+    source = get_source(name)
+    source.check_split(split)
+    local = Path(root).expanduser() if root is not None else None
+    if local is not None and not local.exists():
+        raise ConfigError(f"root={local} for data set {name} does not exist: point it at a local copy or set it to null")
+    cache_dir = Path(data_dir).expanduser() / CACHE_FOLDER
+    key = cache_name(name, local)
+    tensors = read_cache(cache_dir, key, split, source.version)
+    if tensors is not None:
+        return tensors
+    folder = Path(data_dir).expanduser() / name
+    with file_lock(cache_dir / key):
+        return cached(
+            cache_dir,
+            key,
+            split,
+            source.version,
+            lambda: source.load_local(split, local) if local is not None else source.load(split, folder, download),
+        )

@@ -1,0 +1,142 @@
+"""``python -m mchad.report DIR [DIR ...] --out OUT [--latex] [--score SCORE|METHOD=SCORE ...]``.
+
+Writes into OUT:
+
+- ``summary.csv``, ``summary.md``: the paper's table, one row per (dataset, method, score), mean and
+  std over runs of each run's mean over its OOD test sets, in percent (see mchad.report.tables);
+  summary.md also lists the incomplete and failed runs, which are never averaged;
+- ``per_ood/<dataset>.md``: the same for each OOD test set;
+- ``auroc_<dataset>.png``: a box plot of the per-run AUROC of each (method, score);
+- ``summary.tex`` with ``--latex``: the table as a booktabs tabular;
+- ``embeddings/<run>.gif`` with ``--gif``: for every run trained with ``model.embedding_plots=true``
+  (2-D embeddings), its per-epoch scatter frames as an animated GIF (the paper's animation).
+
+Without ``--score`` every score of every method is a row and none is singled out. ``--score distance``
+keeps only the ``distance`` rows of the methods that have that score; ``--score softmax=msp`` picks the
+score of one method. Both may be given together and repeated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from mchad.errors import ConfigError
+from mchad.report.plots import auroc_boxplot
+from mchad.report.runs import COMPLETE, FAILED, INCOMPLETE, find_runs, read_runs
+from mchad.report.tables import per_ood, select_headline, summarize, to_latex, to_markdown
+from mchad.visualize import FRAME_PATTERN, frames_to_gif
+
+STD_NOTE = "std is the sample standard deviation (n - 1); n_seeds counts runs."
+SUMMARY_NOTE = f"Mean ± std over runs (seeds) of each run's mean over its OOD test sets, in percent; {STD_NOTE}"
+PER_OOD_NOTE = f"Mean ± std over runs (seeds) on each OOD test set, in percent; {STD_NOTE}"
+
+
+def _not_averaged(runs: pd.DataFrame) -> list[str]:
+    """One line per incomplete or failed run: status, directory and why."""
+    others = runs[runs["status"] != COMPLETE]
+    return [f"{row.status}: {row.run_dir} ({row.detail})" for row in others.itertuples()]
+
+
+def _summary_markdown(summary: pd.DataFrame, runs: pd.DataFrame, headline: Sequence[str]) -> str:
+    scores = f"Headline scores: {', '.join(headline)}." if headline else "Every score of every method is a row."
+    not_averaged = _not_averaged(runs)
+    listing = "\n".join(f"- {line}" for line in not_averaged) if not_averaged else "None: every run is complete."
+    return (
+        f"# Results summary\n\n{SUMMARY_NOTE} {scores}\n\n{to_markdown(summary)}\n"
+        f"## Runs not averaged\n\n{listing}\n"
+    )
+
+
+def _per_ood_markdown(dataset: str, table: pd.DataFrame) -> str:
+    sections = [f"# {dataset}: by OOD test set\n\n{PER_OOD_NOTE}\n"]
+    for ood_dataset, rows in table.groupby("ood_dataset", sort=False):
+        sections.append(f"## {ood_dataset}\n\n{to_markdown(rows.drop(columns=['dataset', 'ood_dataset']))}")
+    return "\n".join(sections)
+
+
+def write_report(
+    results: pd.DataFrame, runs: pd.DataFrame, out: Path, headline: Sequence[str], latex: bool
+) -> list[Path]:
+    """Write every report file for ``results`` (complete runs' rows) into ``out``; returns the paths written."""
+    summary = summarize(results)
+    by_ood = per_ood(results)
+    (out / "per_ood").mkdir(parents=True, exist_ok=True)
+    written = {
+        out / "summary.csv": summary.to_csv(index=False, float_format="%.2f"),
+        out / "summary.md": _summary_markdown(summary, runs, headline),
+    }
+    if latex:
+        written[out / "summary.tex"] = to_latex(summary)
+    for dataset, table in by_ood.groupby("dataset", sort=False):
+        written[out / "per_ood" / f"{dataset}.md"] = _per_ood_markdown(dataset, table)
+    for path, text in written.items():
+        path.write_text(text)
+    plots = []
+    for dataset in summary["dataset"].unique():
+        plots.append(out / f"auroc_{dataset}.png")
+        auroc_boxplot(results, dataset, plots[-1])
+    return [*written, *plots]
+
+
+def write_gifs(runs: pd.DataFrame, out: Path) -> list[Path]:
+    """An animated GIF of the embedding frames of every run that has them."""
+    gifs = []
+    for run_dir in map(Path, runs["run_dir"]):
+        if any((run_dir / "embeddings").glob(FRAME_PATTERN)):
+            name = "-".join(run_dir.parts[-2:])
+            (out / "embeddings").mkdir(parents=True, exist_ok=True)
+            gifs.append(frames_to_gif(run_dir / "embeddings", out / "embeddings" / f"{name}.gif"))
+    return gifs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m mchad.report",
+        description="Aggregate the results.csv files of many runs into mean/std tables and AUROC box plots.",
+    )
+    parser.add_argument("dirs", nargs="+", type=Path, help="sweep or run directories, searched recursively")
+    parser.add_argument("--out", required=True, type=Path, help="folder for the report files (created)")
+    parser.add_argument("--latex", action="store_true", help="also write summary.tex (booktabs)")
+    parser.add_argument("--gif", action="store_true", help="also animate the 2-D embedding frames of each run")
+    parser.add_argument(
+        "--score",
+        action="append",
+        default=[],
+        metavar="SCORE|METHOD=SCORE",
+        help="headline score: keep only this score's rows (for every method having it, or for METHOD); "
+        "repeatable; default: every score is a row",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        runs = find_runs(args.dirs)
+        counts = runs["status"].value_counts()
+        print(", ".join(f"{counts.get(status, 0)} {status}" for status in (COMPLETE, INCOMPLETE, FAILED)) + " runs")
+        for line in _not_averaged(runs):
+            print(f"  not averaged, {line}")
+        results = read_runs(runs)
+        if results.empty:
+            searched = ", ".join(map(str, args.dirs))
+            print(f"error: no complete run under {searched}: nothing to summarise", file=sys.stderr)
+            return 1
+        results = select_headline(results, args.score)
+        written = write_report(results, runs, args.out, args.score, args.latex)
+        if args.gif:
+            written += write_gifs(runs, args.out)
+    except ConfigError as error:
+        parser.error(str(error))
+    print(f"wrote {len(written)} files to {args.out}/: " + ", ".join(str(p.relative_to(args.out)) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
