@@ -76,8 +76,9 @@ def test_killed_run_resumes_from_last_checkpoint(quickstart_run, tmp_path, monke
 def test_eval_of_checkpoint_reproduces_results(quickstart_run, tmp_path):
     cfg, run_dir, rows = quickstart_run
     best = run_dir / "checkpoints" / "best.ckpt"
+    # the pretrained file is not needed (nor read) when a checkpoint of this project is evaluated
     eval_cfg = compose(["experiment=quickstart", f"paths.data_dir={cfg.paths.data_dir}", f"ckpt_path={best}",
-                        "logger=none"], output_dir=tmp_path / "eval")
+                        "logger=none", "model.pretrained_checkpoint=/nonexistent.pt"], output_dir=tmp_path / "eval")
     evaluated = pd.DataFrame(evaluate_checkpoint(eval_cfg, tmp_path / "eval"))
     trained = pd.read_csv(run_dir / "results.csv")
     pd.testing.assert_series_equal(evaluated.AUROC, trained.AUROC, atol=1e-6, check_names=False)
@@ -96,6 +97,7 @@ BAD_INPUT = {
         "/nonexistent/cifar10",
     ),
     "weight_oe without outliers": (["experiment=quickstart", "method.weight_oe=0.1"], "data.outliers"),
+    "unknown test_checkpoint": (["experiment=quickstart", "test_checkpoint=last"], "test_checkpoint=last"),
 }
 
 

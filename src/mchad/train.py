@@ -16,8 +16,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from pytorch_lightning.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor
 
 from mchad.data.datamodule import OODDataModule
 from mchad.errors import ConfigError
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
 
 RESULTS_FILE = "results.csv"
+TEST_CHECKPOINTS = ("best", "current")
 
 
 @dataclass
@@ -62,8 +63,14 @@ def resolve_precision(trainer_cfg: DictConfig) -> str:
     return "bf16-mixed" if on_gpu else "32-true"
 
 
-def build_run(cfg: DictConfig, run_dir: Path) -> Run:
-    """Instantiate and check data, method and backbone; raises ConfigError on bad input."""
+def build_run(cfg: DictConfig, run_dir: Path, pretrained: bool = True) -> Run:
+    """Instantiate and check data, method and backbone; raises ConfigError on bad input.
+
+    ``pretrained``: initialise the backbone from ``model.pretrained_checkpoint`` (not needed
+    when a checkpoint of this project is loaded afterwards).
+    """
+    if cfg.get("test_checkpoint", "best") not in TEST_CHECKPOINTS:
+        raise ConfigError(f"test_checkpoint={cfg.test_checkpoint} is unknown: use one of {', '.join(TEST_CHECKPOINTS)}")
     method_name, method = build_method(cfg.method)
     if method.uses_outliers and not cfg.data.get("outliers"):
         raise ConfigError(
@@ -71,7 +78,7 @@ def build_run(cfg: DictConfig, run_dir: Path) -> Run:
             "set data.outliers.name (e.g. tinyimages300k or imagefolder with data.outliers.root) or method.weight_oe=0"
         )
     backbone = instantiate(cfg.model.backbone)
-    if cfg.model.pretrained_checkpoint:
+    if pretrained and cfg.model.pretrained_checkpoint:
         load_pretrained(backbone, cfg.model.pretrained_checkpoint)
     datamodule = OODDataModule.from_config(cfg)
     datamodule.prepare_data()
@@ -173,7 +180,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> list[dict]:
     """Evaluate the Lightning checkpoint ``cfg.ckpt_path`` on the configured test sets."""
     if not cfg.ckpt_path or not Path(cfg.ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={cfg.ckpt_path} is not a file: pass ckpt_path=PATH/TO/checkpoints/last.ckpt")
-    run = build_run(cfg, Path(run_dir))
+    run = build_run(cfg, Path(run_dir), pretrained=False)
     state = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=True)
     run.module.load_state_dict(state["state_dict"])
     return test(run, ckpt_path=None, epochs=int(state.get("epoch", 0)))
