@@ -82,8 +82,8 @@ def check_failed_sweep(result: subprocess.CompletedProcess, tmp_path: Path) -> d
     return dirs
 
 
-@pytest.mark.slow
 def test_ray_sweep_finishes_around_a_failing_job_and_reports(tmp_path):
+    """A 2-seed quickstart sweep through a private local Ray (about 30-80 s on 2 cores)."""
     result = sweep(tmp_path, "hydra/launcher=ray_local", "callbacks=none", "seed=1,2", "method.n_embedding=8,0")
     check_failed_sweep(result, tmp_path)
     check_report(tmp_path / "logs" / "multiruns" / "t", tmp_path / "report")

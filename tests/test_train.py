@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 
 from mchad.config import compose
 from mchad.errors import ConfigError
@@ -38,6 +39,8 @@ def test_quickstart_writes_results_checkpoints_and_logs(quickstart_run):
         assert results[metric].between(0, 1).all()
     assert results.Accuracy.iloc[0] > 1 / 6, "two epochs must beat chance on 6 digit classes"
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    assert saved.paths.data_dir == cfg.paths.data_dir and saved.method.n_classes == 6 and "hydra" not in saved
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     metrics = pd.read_csv(run_dir / "csv" / "metrics.csv")

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
 
 RESULTS_FILE = "results.csv"
+RESOLVED_CONFIG_FILE = "config.yaml"
 TEST_CHECKPOINTS = ("best", "current")
 
 
@@ -123,6 +124,14 @@ def result_rows(run: Run, rows: list[dict], epochs: int) -> list[dict]:
     return [{**meta, **row} for row in rows]
 
 
+def save_resolved_config(cfg: DictConfig, path: Path) -> None:
+    """The run's config with every interpolation resolved (Hydra's .hydra/config.yaml keeps them)."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved.pop("hydra", None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(resolved), path)
+
+
 def fit(run: Run) -> pl.Trainer:
     """Train, resuming from ``checkpoints/last.ckpt`` when a killed run left one."""
     trainer = build_trainer(run.cfg, run.run_dir)
@@ -169,6 +178,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> list[dict]:
         return read_results(run_dir / RESULTS_FILE).to_dict("records")
     pl.seed_everything(cfg.seed, workers=True)
     run = build_run(cfg, run_dir)
+    save_resolved_config(cfg, run_dir / RESOLVED_CONFIG_FILE)
     if not cfg.train:
         return test(run, ckpt_path=None, epochs=0)
     trainer = fit(run)
@@ -181,6 +191,7 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> list[dict]:
     if not cfg.ckpt_path or not Path(cfg.ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={cfg.ckpt_path} is not a file: pass ckpt_path=PATH/TO/checkpoints/last.ckpt")
     run = build_run(cfg, Path(run_dir), pretrained=False)
+    save_resolved_config(cfg, run.run_dir / RESOLVED_CONFIG_FILE)
     state = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=True)
     run.module.load_state_dict(state["state_dict"])
     return test(run, ckpt_path=None, epochs=int(state.get("epoch", 0)))
