@@ -1,4 +1,4 @@
-"""notebooks/eval.ipynb runs top to bottom on a synthetic sweep, and is committed without outputs."""
+"""notebooks/eval.ipynb runs top to bottom on a synthetic and on a real sweep, and is committed without outputs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from jupyter_client.kernelspec import find_kernel_specs
 from nbclient import NotebookClient
 
 from test_report import make_sweep
+from test_sweeps import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "eval.ipynb"
@@ -25,12 +26,12 @@ def test_committed_notebook_has_no_outputs():
         assert cell.execution_count is None and cell.outputs == [], f"clear the outputs of cell {cell.get('id')}"
 
 
-def test_notebook_runs_on_a_synthetic_sweep(tmp_path, monkeypatch):
+def execute_notebook(results_dir: Path, monkeypatch) -> list:
+    """Run notebooks/eval.ipynb on ``results_dir``; returns the outputs of its code cells."""
     if "python3" not in find_kernel_specs():
         pytest.skip(f"no python3 Jupyter kernel spec found: install ipykernel into {sys.prefix}")
-    make_sweep(tmp_path)
     # The kernel inherits the environment: the sweep to read, and this checkout's package first.
-    monkeypatch.setenv("MCHAD_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setenv("MCHAD_RESULTS_DIR", str(results_dir))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
 
     notebook = nbformat.read(NOTEBOOK, as_version=4)
@@ -47,5 +48,23 @@ def test_notebook_runs_on_a_synthetic_sweep(tmp_path, monkeypatch):
 
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [output for output in outputs if output.output_type == "error"]
-    assert sum("image/png" in output.get("data", {}) for output in outputs) == 2  # one box plot per data set
+    return outputs
+
+
+def count_plots(outputs: list) -> int:
+    return sum("image/png" in output.get("data", {}) for output in outputs)
+
+
+def test_notebook_runs_on_a_synthetic_sweep(tmp_path, monkeypatch):
+    make_sweep(tmp_path)
+    outputs = execute_notebook(tmp_path, monkeypatch)
+    assert count_plots(outputs) == 2  # one box plot per data set
     assert any("cifar10" in output.get("data", {}).get("text/markdown", "") for output in outputs)
+
+
+def test_notebook_runs_on_a_real_quickstart_sweep(tmp_path, monkeypatch):
+    result = sweep(tmp_path, "seed=1,2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    outputs = execute_notebook(tmp_path / "logs" / "multiruns", monkeypatch)
+    assert count_plots(outputs) == 1
+    assert any("digits" in output.get("data", {}).get("text/markdown", "") for output in outputs)
