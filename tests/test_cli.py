@@ -48,3 +48,13 @@ def test_sweep_with_a_failing_job_finishes_the_others_and_reruns_only_what_is_mi
     assert again.returncode == 0, again.stdout + again.stderr
     assert {p: p.stat().st_mtime for p in sweep.rglob("results.csv")} == mtimes, "complete runs must be skipped"
     assert pd.read_csv(next(iter(mtimes))).shape[0] == 3
+
+
+def test_ddp_trains_in_two_processes_and_tests_every_image_once(tmp_path):
+    result = run("experiment=quickstart", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
+                 "trainer.max_epochs=1", "logger=none", "callbacks=none", "test_checkpoint=current", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    [results] = list(tmp_path.rglob("results.csv"))
+    table = pd.read_csv(results)
+    assert (table.n_id == 361).all() and dict(zip(table.ood_dataset, table.n_ood)) == {
+        "digits-ood": 714, "gaussian": 10_000, "uniform": 10_000}

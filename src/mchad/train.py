@@ -182,6 +182,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> list[dict]:
     if not cfg.train:
         return test(run, ckpt_path=None, epochs=0)
     trainer = fit(run)
+    if torch.distributed.is_initialized():
+        # trainer=ddp: testing runs in process 0 alone, on one device, outside the process group
+        torch.distributed.destroy_process_group()
+    if trainer.global_rank > 0:
+        return []
     ckpt = best_checkpoint(trainer) if cfg.get("test_checkpoint", "best") == "best" else None
     return test(run, ckpt_path=ckpt, epochs=trainer.current_epoch, loggers=trainer.loggers)
 
