@@ -113,8 +113,7 @@ def _cumulative_counts(id_scores: Tensor, ood_scores: Tensor) -> tuple[Tensor, T
     scores = torch.cat([id_scores, ood_scores])
     is_ood = torch.zeros(scores.numel(), dtype=torch.long, device=scores.device)
     is_ood[id_scores.numel() :] = 1
-    order = torch.argsort(scores, descending=True)
-    sorted_scores = scores[order]
+    sorted_scores, order = torch.sort(scores, descending=True)
     # a threshold closes where the next score differs; equal scores (including -0.0 and 0.0) share it
     closes = torch.ones_like(sorted_scores, dtype=torch.bool)
     closes[:-1] = sorted_scores[1:] != sorted_scores[:-1]
