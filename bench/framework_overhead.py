@@ -11,8 +11,8 @@ from __future__ import annotations
 from bench.options import Options
 from bench.report import Result
 from bench.timing import alternate
-from bench.training import images_per_step, lightning_rate, our_data_plain_loop_rate, steps
-from bench.workload import BENCH_DATA, DataPaths, compose_config, describe
+from bench.training import lightning_rate, our_data_plain_loop_rate, steps, training_config
+from bench.workload import BENCH_DATA, DataPaths, compose_config
 from mchad.train import resolve_precision
 
 NAME = "framework_overhead"
@@ -39,10 +39,7 @@ def run(options: Options, paths: DataPaths) -> Result:
         rounds=rounds,
         target=TARGET,
         config={
-            **describe(cfg, paths),
-            "images_per_step": images_per_step(cfg),
-            "warmup_steps": options.warmup_steps,
-            "timed_steps": options.timed_steps,
+            **training_config(cfg, paths, options),
             "precision": resolve_precision(cfg.trainer),
         },
     )

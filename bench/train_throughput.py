@@ -13,8 +13,8 @@ from __future__ import annotations
 from bench.options import Options
 from bench.report import Result
 from bench.timing import alternate
-from bench.training import ReferenceTraining, images_per_step, lightning_rate, steps
-from bench.workload import BENCH_DATA, DataPaths, compose_config, describe
+from bench.training import ReferenceTraining, lightning_rate, steps, training_config
+from bench.workload import BENCH_DATA, DataPaths, compose_config
 from mchad.train import resolve_precision
 
 NAME = "train_throughput"
@@ -38,10 +38,7 @@ def run(options: Options, paths: DataPaths) -> Result:
         higher_is_better=True,
         rounds=rounds,
         config={
-            **describe(cfg, paths),
-            "images_per_step": images_per_step(cfg),
-            "warmup_steps": options.warmup_steps,
-            "timed_steps": options.timed_steps,
+            **training_config(cfg, paths, options),
             "ours_precision": resolve_precision(cfg.trainer),
             "reference_precision": "32-true",
             "reference_workers": options.workers,

@@ -13,7 +13,7 @@ from torch import nn
 from bench import reference
 from bench.options import Options
 from bench.timing import ClockCallback, StepClock
-from bench.workload import DataPaths, build_seeded_run, load, trainer_for
+from bench.workload import DataPaths, build_seeded_run, describe, load, trainer_for
 from mchad.methods import build_method
 from mchad.methods.method import Method
 from mchad.train import resolve_precision
@@ -21,6 +21,16 @@ from mchad.train import resolve_precision
 
 def images_per_step(cfg: DictConfig) -> int:
     return cfg.data.batch_size + cfg.data.outliers.batch_size
+
+
+def training_config(cfg: DictConfig, paths: DataPaths, options: Options) -> dict:
+    """What the JSON records of a training benchmark's set-up (shared by (a) and (b))."""
+    return {
+        **describe(cfg, paths),
+        "images_per_step": images_per_step(cfg),
+        "warmup_steps": options.warmup_steps,
+        "timed_steps": options.timed_steps,
+    }
 
 
 def steps(options: Options) -> int:

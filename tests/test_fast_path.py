@@ -16,9 +16,9 @@ import pytorch_lightning as pl
 import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
-from sklearn.metrics import auc, precision_recall_curve, roc_auc_score, roc_curve
 from torch.utils.data import DataLoader
 
+from bench.metrics import sklearn_metrics
 from mchad.data.augment import BatchAugment
 from mchad.evaluation.evaluator import evaluate
 from mchad.evaluation.metrics import ood_metrics
@@ -104,21 +104,6 @@ def test_batch_augment_and_channels_last_give_the_plain_path_loss():
     fast_loss = total_loss(fast_backbone, method, fast_x, labels)
     plain_loss = total_loss(backbone, method, plain_x, labels)
     torch.testing.assert_close(fast_loss, plain_loss, rtol=1e-5, atol=1e-6)
-
-
-def sklearn_metrics(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, float]:
-    """pytorch-ood's definitions (OOD positive) written with scikit-learn's curves."""
-    scores = np.concatenate([id_scores, ood_scores])
-    is_ood = np.concatenate([np.zeros(len(id_scores)), np.ones(len(ood_scores))])
-    fpr, tpr, _ = roc_curve(is_ood, scores, drop_intermediate=False)
-    precision_out, recall_out, _ = precision_recall_curve(is_ood, scores)
-    precision_in, recall_in, _ = precision_recall_curve(1 - is_ood, -scores)
-    return {
-        "AUROC": roc_auc_score(is_ood, scores),
-        "AUPR-IN": auc(recall_in, precision_in),
-        "AUPR-OUT": auc(recall_out, precision_out),
-        "FPR95": float(fpr[np.argmax(tpr >= 0.95)]),
-    }
 
 
 @pytest.mark.parametrize("decimals", [None, 1], ids=["continuous", "tied"])

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 from pytorch_ood.metrics import OODMetrics
-from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+from sklearn.metrics import average_precision_score
+
+from bench.metrics import sklearn_metrics as sklearn_oracle
 
 from mchad.evaluation.metrics import METRIC_NAMES, accuracy, ood_metrics
 
@@ -51,19 +53,8 @@ def pytorch_ood_metrics(id_scores, ood_scores) -> dict[str, float]:
     return {"AUROC": reference["AUROC"], "AUPR-IN": reference["AUPR-IN"], "AUPR-OUT": reference["AUPR-OUT"], "FPR95": reference["FPR95TPR"]}
 
 
-def sklearn_metrics(id_scores, ood_scores) -> dict[str, float]:
-    scores = torch.cat([id_scores, ood_scores]).double().numpy()
-    is_ood = np.r_[np.zeros(len(id_scores)), np.ones(len(ood_scores))]
-    precision_out, recall_out, _ = precision_recall_curve(is_ood, scores)
-    precision_in, recall_in, _ = precision_recall_curve(1 - is_ood, -scores)
-    # every ROC point: the default drop_intermediate=True can skip the first point with TPR >= 0.95
-    fpr, tpr, _ = roc_curve(is_ood, scores, drop_intermediate=False)
-    return {
-        "AUROC": roc_auc_score(is_ood, scores),
-        "AUPR-IN": auc(recall_in, precision_in),
-        "AUPR-OUT": auc(recall_out, precision_out),
-        "FPR95": fpr[np.argmax(tpr >= 0.95)],
-    }
+def sklearn_metrics(id_scores: torch.Tensor, ood_scores: torch.Tensor) -> dict[str, float]:
+    return sklearn_oracle(id_scores.double().numpy(), ood_scores.double().numpy())
 
 
 @pytest.mark.parametrize("case", CASES)
