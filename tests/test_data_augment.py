@@ -43,13 +43,13 @@ def test_crop_flip_equals_torchvision_crop_of_the_padded_image(batch: torch.Tens
         expected = TF.crop(padded, int(top[i]), int(left[i]), 32, 32)
         if flip[i]:
             expected = TF.horizontal_flip(expected)
-        assert torch.equal(out[i], expected.permute(1, 2, 0)), f"sample {i}"
+        assert torch.equal(out[i], expected), f"sample {i}"
 
 
 def test_crop_is_a_shifted_window_with_zero_border(batch: torch.Tensor) -> None:
     shifted = crop_flip(batch[:1], torch.tensor([0]), torch.tensor([8]), torch.tensor([False]), padding=4)
-    assert bool((shifted[0, :4] == 0).all()) and bool((shifted[0, :, 28:] == 0).all())
-    assert torch.equal(shifted[0, 4:, :28], batch[0, :28, 4:])
+    assert bool((shifted[0, :, :4] == 0).all()) and bool((shifted[0, :, :, 28:] == 0).all())
+    assert torch.equal(shifted[0, :, 4:, :28], batch[0, :28, 4:].permute(2, 0, 1))
 
 
 def test_training_draws_all_offsets_and_flips_about_half(batch: torch.Tensor) -> None:

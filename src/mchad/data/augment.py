@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -26,17 +27,18 @@ def crop_flip(x: Tensor, top: Tensor, left: Tensor, flip: Tensor, padding: int) 
     """Crop each image of ``x`` (B, H, W, C) from its zero-padded copy and mirror it where ``flip``.
 
     ``top``, ``left``: (B,) integer offsets in [0, 2 * padding] into the padded image;
-    ``flip``: (B,) bool. Returns (B, H, W, C) with the dtype of ``x``.
+    ``flip``: (B,) bool. Returns (B, C, H, W) with the dtype of ``x``.
+
+    Every crop is a window of one strided view of the padded batch, so the whole
+    batch is one gather. A mirrored crop at offset ``l`` is the plain crop at
+    ``2p - l`` of the mirrored padded image, which the view also holds.
     """
     batch, height, width, _ = x.shape
-    steps_y = torch.arange(height, device=x.device)
-    steps_x = torch.arange(width, device=x.device)
-    rows = top[:, None] - padding + steps_y
-    cols = left[:, None] - padding + torch.where(flip[:, None], width - 1 - steps_x, steps_x)
-    inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
-    index = torch.arange(batch, device=x.device)[:, None, None]
-    window = x[index, rows.clamp(0, height - 1)[:, :, None], cols.clamp(0, width - 1)[:, None, :]]
-    return window * inside[..., None].to(x.dtype)
+    padded = F.pad(x, (0, 0, padding, padding, padding, padding))
+    both = torch.cat([padded, padded.flip(2)])
+    windows = both.unfold(1, height, 1).unfold(2, width, 1)  # (2B, 2p + 1, 2p + 1, C, H, W), a view
+    source = torch.arange(batch, device=x.device) + batch * flip
+    return windows[source, top, torch.where(flip, 2 * padding - left, left)]
 
 
 class BatchAugment(nn.Module):
@@ -65,10 +67,11 @@ class BatchAugment(nn.Module):
             batch = x.shape[0]
             offsets = torch.randint(0, 2 * self.crop_padding + 1, (2, batch), device=x.device)
             flips = torch.rand(batch, device=x.device) < (0.5 if self.flip else 0.0)
-            x = crop_flip(x, offsets[0], offsets[1], flips, self.crop_padding)
-        # NHWC permuted to NCHW is already channels_last in memory
-        images = x.permute(0, 3, 1, 2).float()
-        return (images * self.scale).add_(self.shift).contiguous(memory_format=torch.channels_last)
+            images = crop_flip(x, offsets[0], offsets[1], flips, self.crop_padding)
+        else:
+            images = x.permute(0, 3, 1, 2)
+        out = torch.empty(images.shape, dtype=torch.float32, device=x.device, memory_format=torch.channels_last)
+        return out.copy_(images).mul_(self.scale).add_(self.shift)
 
     def extra_repr(self) -> str:
         return f"crop_padding={self.crop_padding}, flip={self.flip}"

@@ -31,13 +31,14 @@ Let ``t_1 > t_2 > ... > t_m`` be the distinct scores of the ``N_id`` ID and
              drops collinear ROC points and can report a larger FPR on ties
              (1.0 instead of 0.95 for scores 0..19 given to 20 ID and 20 OOD samples).
 
-All metrics come from ONE descending sort of the concatenated scores, on the
-scores' device; counts are int64 and rates float64, so the values are exact up
-to float64 rounding.
+All metrics come from one ascending order of the pooled scores and whether each
+is OOD (:func:`_ascending`); counts are int64 and rates float64, so the values
+are exact up to float64 rounding (AUROC is an exact integer sum divided once).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -59,25 +60,18 @@ def ood_metrics(id_scores: Tensor, ood_scores: Tensor) -> dict[str, float]:
     """
     id_scores = _flat_checked("id_scores", id_scores)
     ood_scores = _flat_checked("ood_scores", ood_scores).to(id_scores.device)
-    tp, fp = _cumulative_counts(id_scores, ood_scores)
-    n_ood, n_id = tp[-1], fp[-1]
-
-    zero = tp.new_zeros(1)
-    tpr = torch.cat([zero, tp]).double() / n_ood
-    fpr = torch.cat([zero, fp]).double() / n_id
-    # thresholds flagging fewer samples come first, so "ID positive on -score" counts from the end
-    id_tp = (n_id - torch.cat([zero, fp[:-1]])).flip(0)
-    id_fp = (n_ood - torch.cat([zero, tp[:-1]])).flip(0)
-    first_at_level = torch.searchsorted(tpr, tpr.new_tensor([_TPR_LEVEL]))
-
-    values = torch.stack(
-        [
-            _trapezoid(fpr, tpr),
-            _pr_area(id_tp, id_fp),
-            _pr_area(tp, fp),
-            fpr[first_at_level[0]],
-        ]
-    )
+    n_id, n_ood = id_scores.numel(), ood_scores.numel()
+    tp, flagged = _counts_at_thresholds(*_ascending(id_scores, ood_scores))
+    fp = flagged - tp
+    # the ROC and PR points in order of rising threshold; the last point flags nothing
+    auroc = (fp[:-1] - fp[1:]).mul(tp[:-1] + tp[1:]).sum().double() / (2 * n_id * n_ood)
+    # with ID positive on -score, point i flags the samples below threshold i as ID
+    aupr_in = _pr_area(n_id - fp, n_id + n_ood - flagged, n_id)
+    aupr_out = _pr_area(tp, flagged, n_ood)
+    # TP falls with the threshold, so the points with TPR >= 0.95 are a prefix; the last is k*
+    last_at_level = (tp.double() / n_ood >= _TPR_LEVEL).sum() - 1
+    fpr95 = fp[last_at_level].double() / n_id
+    values = torch.stack([auroc, aupr_in, aupr_out, fpr95])
     return dict(zip(METRIC_NAMES, values.tolist()))
 
 
@@ -99,6 +93,8 @@ def accuracy(pred: Tensor, labels: Tensor) -> float:
 
 def _flat_checked(name: str, scores: Tensor) -> Tensor:
     scores = scores.detach().reshape(-1)
+    if scores.dtype in (torch.float16, torch.bfloat16):
+        scores = scores.float()  # exact; NumPy has no bfloat16
     if scores.numel() == 0:
         raise ValueError(f"{name} is empty: every test set needs at least one sample; check the test set's data")
     if scores.is_floating_point():
@@ -108,30 +104,40 @@ def _flat_checked(name: str, scores: Tensor) -> Tensor:
     return scores
 
 
-def _cumulative_counts(id_scores: Tensor, ood_scores: Tensor) -> tuple[Tensor, Tensor]:
-    """``(TP_k, FP_k)`` at the distinct thresholds ``t_1 > ... > t_m`` (int64, last = totals)."""
-    scores = torch.cat([id_scores, ood_scores])
-    is_ood = torch.zeros(scores.numel(), dtype=torch.long, device=scores.device)
-    is_ood[id_scores.numel() :] = 1
-    sorted_scores, order = torch.sort(scores, descending=True)
-    # a threshold closes where the next score differs; equal scores (including -0.0 and 0.0) share it
-    closes = torch.ones_like(sorted_scores, dtype=torch.bool)
-    closes[:-1] = sorted_scores[1:] != sorted_scores[:-1]
-    last_of_group = torch.nonzero(closes).reshape(-1)
-    tp = torch.cumsum(is_ood[order], dim=0)[last_of_group]
-    fp = last_of_group + 1 - tp
-    return tp, fp
+def _ascending(id_scores: Tensor, ood_scores: Tensor) -> tuple[Tensor, Tensor]:
+    """The pooled scores in ascending order, and a bool mask of which are OOD.
+
+    Off the CPU this is one ``torch.sort`` of the concatenation. On the CPU each set
+    is sorted alone with NumPy's vectorised sort (about 3x ``torch.sort`` on this
+    data) and the two sorted runs are merged by a stable argsort, which timsort does
+    in linear time. The order among equal scores is irrelevant: they share one threshold.
+    """
+    if id_scores.device.type != "cpu":
+        values, order = torch.sort(torch.cat([id_scores, ood_scores]))
+        return values, order >= id_scores.numel()
+    pooled = np.concatenate([np.sort(id_scores.numpy()), np.sort(ood_scores.numpy())])
+    order = np.argsort(pooled, kind="stable")
+    return torch.from_numpy(pooled[order]), torch.from_numpy(order >= id_scores.numel())
 
 
-def _trapezoid(x: Tensor, y: Tensor) -> Tensor:
-    """Area under the polyline through ``(x_k, y_k)`` in the given order."""
-    return ((x[1:] - x[:-1]) * (y[1:] + y[:-1])).sum() / 2
+def _counts_at_thresholds(values: Tensor, is_ood: Tensor) -> tuple[Tensor, Tensor]:
+    """``(TP, flagged)`` at the distinct thresholds in rising order, then 0 and 0 for "flag nothing".
+
+    For the i-th distinct value ``u_i`` starting at position ``start_i`` of the
+    ascending ``values``: ``flagged_i = #{s >= u_i} = N - start_i`` and
+    ``TP_i = N_ood - #{OOD samples before start_i}`` (int64).
+    """
+    starts = torch.ones_like(values, dtype=torch.bool)
+    # equal scores (including -0.0 and 0.0) share a threshold
+    torch.ne(values[1:], values[:-1], out=starts[1:])
+    start = torch.nonzero(starts).reshape(-1)
+    ood_before = torch.cumsum(is_ood, dim=0)[start] - is_ood[start].long()
+    n_ood = is_ood.sum(dtype=torch.long)
+    zero = start.new_zeros(1)
+    return torch.cat([n_ood - ood_before, zero]), torch.cat([values.numel() - start, zero])
 
 
-def _pr_area(tp: Tensor, fp: Tensor) -> Tensor:
-    """Trapezoid area under precision over recall, starting at (recall 0, precision 1)."""
-    tp, fp = tp.double(), fp.double()
-    one = tp.new_ones(1)
-    recall = torch.cat([one - 1, tp / tp[-1]])
-    precision = torch.cat([one, tp / (tp + fp)])
-    return _trapezoid(recall, precision)
+def _pr_area(tp: Tensor, flagged: Tensor, n_positive: int) -> Tensor:
+    """Trapezoid area under precision over recall ``tp / n_positive``; precision is 1 where nothing is flagged."""
+    precision = torch.where(flagged > 0, tp.double() / flagged.clamp(min=1), 1.0)
+    return (tp[:-1] - tp[1:]).abs().mul(precision[:-1] + precision[1:]).sum() / (2 * n_positive)
