@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from mchad.data.augment import BatchAugment
-from mchad.methods.mchad import MCHAD
+from mchad.config import compose
+from mchad.methods import METHODS, build_method
 from mchad.nn.wrn import WideResNet
 
 pytestmark = [
@@ -15,10 +16,14 @@ pytestmark = [
 ]
 
 
-def test_training_step_has_no_host_synchronisation():
+@pytest.mark.parametrize("method_name", METHODS)
+def test_training_step_has_no_host_synchronisation(method_name):
+    """Every method's bf16 training step (augmentation, forward, loss, backward) runs without a host sync."""
     device = torch.device("cuda")
-    backbone = WideResNet(depth=10, widen_factor=1, drop_rate=0.0, n_outputs=16).to(device, memory_format=torch.channels_last)
-    method = MCHAD(10, 16, weight_center=1.0, weight_ce=1.5, weight_oe=1e-5, margin=4.0).to(device)
+    _, method = build_method(compose([f"experiment=cifar10-{method_name}"]).method)
+    method.to(device).train()
+    n_embedding = method.n_embedding
+    backbone = WideResNet(depth=10, widen_factor=1, drop_rate=0.0, n_outputs=n_embedding).to(device, memory_format=torch.channels_last)
     augment = BatchAugment((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)).to(device)
     x = torch.randint(0, 256, (64, 32, 32, 3), dtype=torch.uint8, device=device)
     y = torch.cat([torch.randint(0, 10, (32,)), torch.full((32,), -1)]).to(device)

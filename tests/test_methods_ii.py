@@ -43,15 +43,24 @@ def test_eval_loss_equals_pytorch_ood_with_the_same_centers():
 
 
 def test_terms_match_the_papers_definitions():
-    z, y = mixed_batch(n_known=10)
-    means, present = batch_class_means(z, y, C)
+    z, y = mixed_batch(n_known=10, n_outliers=3)
+    known = y >= 0
+    means, present = batch_class_means(z, y, known, C)
     assert present.all()
     for c in range(C):
         torch.testing.assert_close(means[c], z[y == c].mean(0))
-    spread = sum(((z[i] - means[y[i]]) ** 2).sum() for i in range(len(y))) / len(y)
-    torch.testing.assert_close(intra_spread(z, y, means), spread)
+    spread = sum(((z[i] - means[y[i]]) ** 2).sum() for i in range(10)) / 10
+    torch.testing.assert_close(intra_spread(z, y, known, means), spread)
     pairs = [((means[j] - means[k]) ** 2).sum() for j in range(C) for k in range(C) if j != k]
-    torch.testing.assert_close(inter_separation(means), torch.stack(pairs).min())
+    torch.testing.assert_close(inter_separation(means, present), torch.stack(pairs).min())
+
+
+def test_separation_takes_only_the_classes_present_in_the_batch():
+    means = torch.tensor([[0.0, 0.0], [0.1, 0.0], [3.0, 0.0], [0.0, 4.0]])
+    present = torch.tensor([True, False, True, True])
+    torch.testing.assert_close(inter_separation(means, present), torch.tensor(9.0))
+    z, y = mixed_batch(n_known=6, classes=2)
+    assert batch_class_means(z, y, y >= 0, C)[1].tolist() == [True, True, False, False]
 
 
 def test_single_class_batch_has_no_separation():
@@ -60,7 +69,7 @@ def test_single_class_batch_has_no_separation():
     terms = method.loss(method(z), y)
     assert set(terms) == {"spread", "separation"}
     assert terms["separation"].item() == 0.0 and torch.isfinite(terms["spread"])
-    assert inter_separation(torch.randn(1, D)).item() == 0.0
+    assert inter_separation(torch.randn(C, D), torch.tensor([False, True, False, False])).item() == 0.0
 
 
 def test_only_outliers_give_zero_terms_and_keep_the_graph():

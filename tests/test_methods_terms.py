@@ -68,13 +68,14 @@ def test_class_centers_init_like_pytorch_ood():
 
 def test_running_class_means_are_exact_means_and_survive_reset():
     means = RunningClassMeans(3, 2)
-    z1, y1 = torch.tensor([[0.0, 0.0], [2.0, 2.0], [5.0, 5.0]]), torch.tensor([0, 0, 1])
+    # the last row of the first batch is an outlier (label -1): it must not count
+    z1, y1 = torch.tensor([[0.0, 0.0], [2.0, 2.0], [5.0, 5.0], [9.0, 9.0]]), torch.tensor([0, 0, 1, -1])
     z2, y2 = torch.tensor([[4.0, 4.0]]), torch.tensor([0])
-    means.update(z1, y1)
-    means.update(z2, y2)
+    means.update(z1, y1, y1 >= 0)
+    means.update(z2, y2, y2 >= 0)
     torch.testing.assert_close(means.means, torch.tensor([[2.0, 2.0], [5.0, 5.0], [0.0, 0.0]]))
     means.reset()
-    means.update(torch.tensor([[1.0, 1.0]]), torch.tensor([1]))
+    means.update(torch.tensor([[1.0, 1.0]]), torch.tensor([1]), torch.tensor([True]))
     # class 0 keeps last accumulation's mean, class 1 starts over
     torch.testing.assert_close(means.means, torch.tensor([[2.0, 2.0], [1.0, 1.0], [0.0, 0.0]]))
     assert set(means.state_dict()) == {"sums", "counts", "means"}

@@ -108,10 +108,6 @@ class CAC(Method):
         self.margin = float(margin)
         self.margin_form = margin_form
 
-    @property
-    def uses_outliers(self) -> bool:
-        return self.weight_oe > 0
-
     def forward(self, z: Tensor) -> Outputs:
         return {"distances": pairwise_squared_distances(z, self.anchors)}
 

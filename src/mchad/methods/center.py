@@ -74,10 +74,6 @@ class Center(Method):
         self.margin = float(margin)
         self.margin_form = margin_form
 
-    @property
-    def uses_outliers(self) -> bool:
-        return self.weight_oe > 0
-
     def forward(self, z: Tensor) -> Outputs:
         # float logits: half-precision softmax values near 1 would tie many msp scores
         return {"distances": self.centers(z), "logits": self.classifier(z).float()}

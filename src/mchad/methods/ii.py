@@ -5,34 +5,44 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mchad.methods.method import Method, Outputs, split_known, zero
+from mchad.methods.method import Method, Outputs, masked_mean, split_known
 from mchad.methods.terms import check_non_negative, min_distance, nearest_class
 from mchad.nn.centers import RunningClassMeans, pairwise_squared_distances
 
 
-def batch_class_means(z: Tensor, y: Tensor, n_classes: int) -> tuple[Tensor, Tensor]:
-    """Mean embedding of every class in the batch: ``(means (C x D), present (C,))``.
+def class_sums(z: Tensor, y: Tensor, known: Tensor, n_classes: int) -> tuple[Tensor, Tensor]:
+    """Per-class sums of the known rows of ``z`` (B x D) and their counts: ``(C x D, C)``.
 
-    ``z`` (B x D) and ``y`` (B,) hold known samples only; rows of absent classes are zero
-    and ``present`` marks the others. Differentiable with respect to ``z``.
+    ``known`` (B,) masks the rows that count; the others (outliers, label -1) add zeros.
+    Sums by ``index_add`` rather than ``bincount``, whose output size depends on the data.
     """
-    sums = z.new_zeros(n_classes, z.shape[1]).index_add(0, y, z)
-    counts = torch.bincount(y, minlength=n_classes)
-    return sums / counts.clamp(min=1).unsqueeze(1).to(z.dtype), counts > 0
+    weight = known.to(z.dtype)
+    sums = z.new_zeros(n_classes, z.shape[1]).index_add(0, y.clamp(min=0), z * weight.unsqueeze(1))
+    counts = z.new_zeros(n_classes).index_add(0, y.clamp(min=0), weight)
+    return sums, counts
 
 
-def intra_spread(z: Tensor, y: Tensor, means: Tensor) -> Tensor:
-    """``1/N sum_i ||z_i - mu_{y_i}||^2`` for known samples ``z`` (N x D), ``y`` (N,) and centers ``means``."""
-    return (z - means[y]).pow(2).sum() / z.shape[0]
+def batch_class_means(z: Tensor, y: Tensor, known: Tensor, n_classes: int) -> tuple[Tensor, Tensor]:
+    """Mean embedding of every class among the known samples: ``(means (C x D), present (C,))``.
+
+    Rows of absent classes are zero and ``present`` marks the others. Differentiable
+    with respect to ``z``.
+    """
+    sums, counts = class_sums(z, y, known, n_classes)
+    return sums / counts.clamp(min=1).unsqueeze(1), counts > 0
 
 
-def inter_separation(means: Tensor) -> Tensor:
-    """``min_{j != k} ||mu_j - mu_k||^2`` over the rows of ``means``; zero (undefined) for fewer than two rows."""
-    if means.shape[0] < 2:
-        return zero(means)
+def intra_spread(z: Tensor, y: Tensor, known: Tensor, means: Tensor) -> Tensor:
+    """``1/|K| sum_{i in K} ||z_i - mu_{y_i}||^2`` over the known samples ``K``; 0 when there are none."""
+    return masked_mean((z - means[y.clamp(min=0)]).pow(2).sum(dim=1), known)
+
+
+def inter_separation(means: Tensor, present: Tensor) -> Tensor:
+    """``min_{j != k, both present} ||mu_j - mu_k||^2``; zero (undefined) with fewer than two present rows."""
     d = pairwise_squared_distances(means, means)
-    off_diagonal = ~torch.eye(means.shape[0], dtype=torch.bool, device=means.device)
-    return d[off_diagonal].min()
+    pairs = present.unsqueeze(0) & present.unsqueeze(1) & ~torch.eye(len(means), dtype=torch.bool, device=means.device)
+    closest = torch.where(pairs, d, torch.inf).min()
+    return torch.where(pairs.any(), closest, 0.0)
 
 
 class II(Method):
@@ -85,19 +95,17 @@ class II(Method):
         return {"embedding": embedding, "distances": self.centers(embedding)}
 
     def loss(self, out: Outputs, y: Tensor) -> dict[str, Tensor]:
+        z = out["embedding"]
         known, _ = split_known(y)
-        z, y_known = out["embedding"][known], y[known]
-        if z.shape[0] == 0:
-            return {"spread": zero(out["embedding"]), "separation": zero(out["embedding"])}
         if self.training:
-            means, present = batch_class_means(z, y_known, self.n_classes)
-            self.centers.update(z.detach(), y_known)
+            means, present = batch_class_means(z, y, known, self.n_classes)
+            self.centers.update(z.detach(), y, known)
         else:
             means = self.centers.means
-            present = torch.bincount(y_known, minlength=self.n_classes) > 0
+            present = class_sums(z, y, known, self.n_classes)[1] > 0
         return {
-            "spread": intra_spread(z, y_known, means),
-            "separation": -self.weight_separation * inter_separation(means[present]),
+            "spread": intra_spread(z, y, known, means),
+            "separation": -self.weight_separation * inter_separation(means, present),
         }
 
     def predict(self, out: Outputs) -> Tensor:

@@ -80,10 +80,6 @@ class MCHAD(Method):
         self.radius = float(radius)
         self.margin_form = margin_form
 
-    @property
-    def uses_outliers(self) -> bool:
-        return self.weight_oe > 0
-
     def forward(self, z: Tensor) -> Outputs:
         return {"distances": self.centers(z)}
 

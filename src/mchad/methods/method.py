@@ -47,10 +47,13 @@ class Method(nn.Module, ABC):
         self.n_classes = int(n_classes)
         self.n_embedding = int(n_embedding)
 
+    #: weight of the loss term on outliers (label -1); 0 = no such term. Methods with one set it.
+    weight_oe: float = 0.0
+
     @property
     def uses_outliers(self) -> bool:
         """Whether the loss has a term on outliers (label -1), so training needs an outlier set."""
-        return False
+        return self.weight_oe > 0
 
     @abstractmethod
     def forward(self, z: Tensor) -> Outputs:

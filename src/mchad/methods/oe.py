@@ -47,10 +47,6 @@ class OutlierExposure(Softmax):
         check_non_negative(weight_oe=weight_oe)
         self.weight_oe = float(weight_oe)
 
-    @property
-    def uses_outliers(self) -> bool:
-        return self.weight_oe > 0
-
     def loss(self, out: Outputs, y: Tensor) -> dict[str, Tensor]:
         terms = super().loss(out, y)
         terms["oe"] = self.weight_oe * uniform_cross_entropy(out["logits"], y)

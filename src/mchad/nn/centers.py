@@ -81,12 +81,17 @@ class RunningClassMeans(nn.Module):
         self.counts.zero_()
 
     @torch.no_grad()
-    def update(self, z: Tensor, y: Tensor) -> None:
-        """Add embeddings ``z`` (B x D) of known classes ``y`` (B,) to the running means."""
-        self.sums.index_add_(0, y, z.to(self.sums.dtype))
-        self.counts += torch.bincount(y, minlength=self.counts.numel()).to(self.counts.dtype)
-        seen = self.counts > 0
-        self.means[seen] = self.sums[seen] / self.counts[seen].unsqueeze(1)
+    def update(self, z: Tensor, y: Tensor, known: Tensor) -> None:
+        """Add the rows of ``z`` (B x D) where ``known`` (B,) to the running means of their classes ``y`` (B,).
+
+        Masks rather than boolean indexing, so no host synchronisation in a training step.
+        """
+        weight = known.to(self.sums.dtype)
+        classes = y.clamp(min=0)
+        self.sums.index_add_(0, classes, z.to(self.sums.dtype) * weight.unsqueeze(1))
+        self.counts.index_add_(0, classes, weight)
+        seen = (self.counts > 0).unsqueeze(1)
+        self.means.copy_(torch.where(seen, self.sums / self.counts.clamp(min=1).unsqueeze(1), self.means))
 
     def forward(self, z: Tensor) -> Tensor:
         """Squared distances of the embeddings ``z`` (B x D) to every class mean: B x C."""
