@@ -10,14 +10,15 @@ from pathlib import Path
 
 import torch
 
-from bench import evaluation, framework_overhead, input_pipeline, metrics, train_throughput
+from bench import evaluation, framework_overhead, input_pipeline, metrics, seeds_per_device, train_throughput
 from bench.environment import environment, load_average
 from bench.options import BACKBONES, make_options
 from bench.report import busy, format_rounds, format_summary, write_json
 from bench.workload import data_paths
 
 BENCHMARKS = {
-    module.NAME: module for module in (train_throughput, framework_overhead, evaluation, metrics, input_pipeline)
+    module.NAME: module
+    for module in (train_throughput, framework_overhead, evaluation, metrics, input_pipeline, seeds_per_device)
 }
 
 

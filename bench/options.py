@@ -24,6 +24,7 @@ class Options:
     ``eval_images``: images per test set in the evaluation benchmark (None = all).
     ``workers``: DataLoader worker processes of the reference pipeline in all (training
     splits them over its ID and outlier loaders).
+    ``seed_counts``: the numbers of seeds that share the device in ``seeds_per_device``.
     """
 
     device: str
@@ -40,6 +41,7 @@ class Options:
     pipeline_batches: int
     eval_images: int | None
     metric_scores: int
+    seed_counts: tuple[int, ...]
 
     @property
     def torch_device(self) -> torch.device:
@@ -83,4 +85,5 @@ def make_options(
         pipeline_batches=15 if quick else 40,
         eval_images=1024 if quick else None,
         metric_scores=1_000_000,
+        seed_counts=((1, 2, 4) if quick else (1, 2, 3, 4, 6, 8)) if on_gpu else ((1, 2) if quick else (1, 2, 3)),
     )

@@ -21,6 +21,9 @@ class Result:
     are rates (ratio = ours / reference) or times (ratio = reference / ours).
     ``target``: the ratio the issue asks for, or None. ``checks``: equalities verified
     on the way (e.g. metric values ours vs reference), ``details``: anything else worth keeping.
+    ``round_label``: what a round stands for in the table. ``summary``: ``"median"`` over
+    the rounds (repetitions of one measurement), or ``"best"`` round (rounds that are
+    settings, e.g. the number of seeds sharing a device). ``notes``: lines printed under the table.
     """
 
     name: str
@@ -32,18 +35,26 @@ class Result:
     target: float | None = None
     checks: dict = field(default_factory=dict)
     details: dict = field(default_factory=dict)
+    round_label: str = "round"
+    summary: str = "median"
+    notes: list[str] = field(default_factory=list)
+
+    def _summarised(self, key: str) -> float:
+        if self.summary == "best":
+            return max(self.rounds, key=lambda r: r["ratio"])[key]
+        return median(r[key] for r in self.rounds)
 
     @property
     def ratio(self) -> float:
-        return median(r["ratio"] for r in self.rounds)
+        return self._summarised("ratio")
 
     @property
     def ours(self) -> float:
-        return median(r["ours"] for r in self.rounds)
+        return self._summarised("ours")
 
     @property
     def reference(self) -> float:
-        return median(r["reference"] for r in self.rounds)
+        return self._summarised("reference")
 
     @property
     def met(self) -> bool | None:
@@ -53,9 +64,9 @@ class Result:
         return {
             "unit": self.unit,
             "higher_is_better": self.higher_is_better,
-            "ours_median": self.ours,
-            "reference_median": self.reference,
-            "ratio_median": self.ratio,
+            f"ours_{self.summary}": self.ours,
+            f"reference_{self.summary}": self.reference,
+            f"ratio_{self.summary}": self.ratio,
             "target": self.target,
             "target_met": self.met,
         }
@@ -103,13 +114,14 @@ def _number(value: float) -> str:
 def format_rounds(result: Result) -> str:
     """The per-round table of one benchmark, with its median and target."""
     lines = [f"{result.title}  [{result.unit}, {'higher' if result.higher_is_better else 'lower'} is better]"]
-    lines.append(f"  {'round':>5}  {'ours':>14}  {'reference':>14}  {'ratio':>7}")
+    lines.append(f"  {result.round_label:>5}  {'ours':>14}  {'reference':>14}  {'ratio':>7}")
     for r in result.rounds:
         lines.append(f"  {r['round']:>5}  {_number(r['ours']):>14}  {_number(r['reference']):>14}  {r['ratio']:>7.2f}")
     target = "" if result.target is None else f"  target >= {result.target:g}: {'met' if result.met else 'MISSED'}"
-    lines.append(f"  {'median':>5}  {_number(result.ours):>14}  {_number(result.reference):>14}  {result.ratio:>7.2f}{target}")
+    lines.append(f"  {result.summary:>5}  {_number(result.ours):>14}  {_number(result.reference):>14}  {result.ratio:>7.2f}{target}")
     for name, value in result.checks.items():
         lines.append(f"  check {name}: {value}")
+    lines += [f"  {note}" for note in result.notes]
     return "\n".join(lines)
 
 

@@ -124,7 +124,7 @@ class WideResNet(nn.Module):
         """Penultimate features: globally average-pooled activations, (B, 64 * widen_factor)."""
         out = self.block3(self.block2(self.block1(self.conv1(x))))
         out = self.relu(self.bn1(out))
-        return F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return out.mean(dim=(2, 3))
 
     def forward(self, x: Tensor) -> Tensor:
         """Embedding ``fc(features(x))``, (B, n_outputs)."""
