@@ -101,6 +101,7 @@ BAD_INPUT = {
     ),
     "weight_oe without outliers": (["experiment=quickstart", "method.weight_oe=0.1"], "data.outliers"),
     "unknown test_checkpoint": (["experiment=quickstart", "test_checkpoint=last"], "test_checkpoint=last"),
+    "unknown compile mode": (["experiment=quickstart", "model.compile=fastest"], "model.compile=fastest"),
 }
 
 

@@ -27,6 +27,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from mchad.errors import ConfigError
 from mchad.evaluation.evaluator import evaluate
 from mchad.evaluation.metrics import METRIC_NAMES, ood_metrics
 from mchad.methods.method import Method, Outputs
@@ -34,6 +35,9 @@ from mchad.visualize import embedding_scatter, figure_to_array
 
 
 Batch = tuple[Tensor, Tensor]
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+"""``torch.compile`` modes that ``model.compile`` accepts besides true and false."""
 
 
 def concat_outputs(chunks: list[Outputs]) -> Outputs:
@@ -51,7 +55,10 @@ class OODModule(pl.LightningModule):
         lr: Adam learning rate.
         weight_decay: Adam weight decay (L2, as in the reference code).
         channels_last: keep the backbone in channels-last memory format.
-        compile: compile the backbone's forward with ``torch.compile``.
+        compile: compile the backbone's forward with ``torch.compile``: False, True (mode
+            ``default``) or a mode name; ``reduce-overhead`` replays the compiled steps as
+            CUDA graphs on a GPU, which pays when a step is short enough for kernel launches
+            to matter (small backbones, small batches).
         embedding_plots: with a 2-D embedding, draw the validation embeddings every epoch
             (TensorBoard image and ``<run_dir>/embeddings/epoch_NNN.png``, frames of the GIF
             that ``python -m mchad.report --gif`` makes).
@@ -67,7 +74,7 @@ class OODModule(pl.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 5e-5,
         channels_last: bool = True,
-        compile: bool = False,
+        compile: bool | str = False,
         embedding_plots: bool = False,
         projector: bool = False,
         projector_samples: int = 1000,
@@ -80,7 +87,10 @@ class OODModule(pl.LightningModule):
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
         if compile:
-            self.backbone.compile()
+            mode = "default" if compile is True else str(compile)
+            if mode not in COMPILE_MODES:
+                raise ConfigError(f"model.compile={compile} is unknown: use false, true or one of {', '.join(COMPILE_MODES)}")
+            self.backbone.compile(mode=mode)
         self.train_accuracy = MeanMetric()
         self.val_accuracy = MeanMetric()
         self._val_scores: dict[int, list[dict[str, Tensor]]] = defaultdict(list)
