@@ -15,8 +15,9 @@
 # Usage: bash/run-ablation.sh [SEEDS] [OVERRIDES...]
 #   SEEDS (default 6; also the env var SEEDS), OVERRIDES passed to every sweep.
 # Environment: EXPERIMENT (default cifar10-gmchad), PYTHON, DRY_RUN=1 (print the commands only).
-# Report one variant at a time (the report does not tell variants apart), e.g.
-#   python -m mchad.report logs/multiruns/ablation/cifar10-gmchad/method.margin=8,seed=* --out report/margin=8
+# Report them all at once: the report averages the seeds of each variant (the overrides besides
+# the seed) into its own row, e.g.
+#   python -m mchad.report logs/multiruns/ablation --out report/ablation
 # A sweep with failures does not stop the script; they are listed at the end (exit status 1).
 set -euo pipefail
 # shellcheck source=run-experiments.sh

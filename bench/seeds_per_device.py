@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import resource
 import time
+from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
@@ -51,9 +52,19 @@ MODES = ("processes", "vmap")
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated by this process, or its peak resident set size on a CPU (MB)."""
+    """Peak GPU memory allocated by this process, or its peak resident set size on a CPU (MB).
+
+    On Linux the resident peak is ``VmHWM`` of ``/proc/self/status``: it belongs to the
+    address space, which ``exec`` replaces, whereas ``ru_maxrss`` survives ``exec`` and
+    would report the spawning parent's peak.
+    """
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from mchad.errors import ConfigError
-from mchad.report import find_runs, load_results, select_headline, summarize
+from mchad.report import find_runs, load_results, select_headline, summarize, to_markdown
 from mchad.report.__main__ import main
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -205,3 +205,40 @@ def test_missing_directory_is_a_config_error(tmp_path):
 def test_no_complete_run_exits_with_an_error(sweep, tmp_path, capsys):
     assert main([str(sweep["failed"]), "--out", str(tmp_path / "out")]) == 1
     assert "no complete run" in capsys.readouterr().err
+
+
+def _ablation_run(root: Path, overrides: list[str], seed: int, auroc: float) -> None:
+    """A run directory as Hydra writes it for ``run.py -m experiment=cifar10-gmchad tag=ablation OVERRIDES seed=N``."""
+    run_dir = root / "cifar10-gmchad" / ",".join(sorted([*overrides, f"seed={seed}"]))
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "hydra.yaml").write_text(
+        "hydra:\n  job:\n    config:\n      override_dirname:\n        kv_sep: '='\n        item_sep: ','\n"
+        "        exclude_keys: [experiment, tag, data.root]\n"
+    )
+    command = ["experiment=cifar10-gmchad", "tag=ablation", "data.root=/data/cifar10", *overrides, f"seed={seed}"]
+    (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in command))
+    row = {
+        "experiment": "cifar10-gmchad", "method": "gmchad", "dataset": "cifar10", "ood_dataset": "textures",
+        "group": "far", "score": "distance", "seed": seed, "Accuracy": 0.9, "AUROC": auroc, "AUPR-IN": 0.5,
+        "AUPR-OUT": 0.5, "FPR95": 0.5, "n_id": 10, "n_ood": 10, "epochs": 1, "run_dir": str(run_dir),
+    }  # fmt: skip
+    _write_csv(run_dir / "results.csv", [row])
+
+
+def test_variants_of_an_ablation_are_averaged_apart(tmp_path):
+    for seed in (1, 2):
+        _ablation_run(tmp_path, [], seed, auroc=0.70 + seed / 100)
+        _ablation_run(tmp_path, ["method.margin=8"], seed, auroc=0.80 + seed / 100)
+        _ablation_run(tmp_path, ["method.margin=8", "+trainer.max_epochs=2"], seed, auroc=0.90)
+    summary = summarize(load_results(tmp_path)).set_index("variant")
+    assert summary.loc["", "AUROC_mean"] == pytest.approx(71.5)
+    assert summary.loc["method.margin=8", "AUROC_mean"] == pytest.approx(81.5)
+    assert summary.loc["+trainer.max_epochs=2,method.margin=8", "AUROC_mean"] == pytest.approx(90.0)
+    assert (summary["n_seeds"] == 2).all()
+    assert "| variant |" in to_markdown(summary.reset_index())
+
+
+def test_tables_leave_out_the_variant_column_when_no_run_has_one(cli_report):
+    out, _ = cli_report
+    assert "variant" not in (out / "summary.md").read_text()
+    assert "variant" not in (out / "summary.tex").read_text()

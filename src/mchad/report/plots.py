@@ -17,7 +17,7 @@ from mchad.report.tables import per_run
 
 
 def auroc_boxplot(results: pd.DataFrame, dataset: str, path: str | os.PathLike | None = None) -> Figure:
-    """One box per (method, score) of the AUROC of each run (mean over OOD sets, percent), runs as points.
+    """One box per (method, variant, score) of the AUROC of each run (mean over OOD sets, percent), runs as points.
 
     Saved as PNG to ``path`` when given; the figure is returned for a notebook to show.
     """
@@ -25,8 +25,8 @@ def auroc_boxplot(results: pd.DataFrame, dataset: str, path: str | os.PathLike |
     runs = runs[runs["dataset"] == dataset]
     if runs.empty:
         raise ConfigError(f"no complete run of dataset={dataset}: pick one of {sorted(set(results['dataset']))}")
-    groups = runs.groupby(["method", "score"], sort=False)["AUROC"]
-    labels = [f"{method}\n{score}" for method, score in groups.groups]
+    groups = runs.groupby(["method", "variant", "score"], sort=False)["AUROC"]
+    labels = ["\n".join(filter(None, key)) for key in groups.groups]
     values = [group.to_numpy() for _, group in groups]
 
     figure = Figure(figsize=(max(4.5, 1.5 + 1.1 * len(values)), 4.0), layout="constrained")

@@ -9,6 +9,12 @@ crashed) or ``results.csv`` (it evaluated). Its status is
 - ``incomplete``: anything else (still running, killed, or a truncated ``results.csv``).
 
 Only complete runs are ever averaged; the others are listed so that a missing seed is seen.
+
+A run's *variant* is what its command line changed besides the seed: Hydra's
+``override_dirname`` of the job (the overrides minus the keys excluded from directory
+names in ``config/hydra/default.yaml``: experiment, tag, paths, data roots, launcher,
+...) without ``seed=...``, e.g. ``method.margin=8`` for one point of an ablation grid
+and ``""`` for the experiment as configured. Seeds of one variant are averaged together.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from mchad.errors import ConfigError
 from mchad.evaluation.results import RESULT_COLUMNS, read_results, results_complete
@@ -85,16 +92,34 @@ def find_runs(dirs: Dirs) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
+def run_variant(run_dir: Path) -> str:
+    """The overrides of a run besides its seed, as Hydra names job directories (see the module docstring).
+
+    ``""`` for a run without ``.hydra/`` (written by something other than ``run.py``).
+    """
+    hydra_file, overrides_file = run_dir / ".hydra" / "hydra.yaml", run_dir / ".hydra" / "overrides.yaml"
+    if not hydra_file.is_file() or not overrides_file.is_file():
+        return ""
+    naming = OmegaConf.load(hydra_file).hydra.job.config.override_dirname
+    excluded = {*naming.exclude_keys, "seed"}
+    kept = [o for o in OmegaConf.load(overrides_file) if o.split("=", 1)[0].lstrip("+~") not in excluded]
+    return naming.item_sep.join(sorted(kept))
+
+
 def read_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The results.csv rows of the complete runs in ``runs`` (a :func:`find_runs` frame), concatenated.
+    """The results.csv rows of the complete runs in ``runs`` (a :func:`find_runs` frame), concatenated,
+    with each run's ``variant`` (:func:`run_variant`).
 
     ``run_dir`` is set to where the file lies now rather than where the run wrote it, so a
     sweep that was moved or copied still tells its runs apart.
     """
     complete = runs.loc[runs["status"] == COMPLETE, "run_dir"]
-    frames = [read_results(Path(run_dir) / "results.csv").assign(run_dir=run_dir) for run_dir in complete]
+    frames = [
+        read_results(Path(run_dir) / "results.csv").assign(run_dir=run_dir, variant=run_variant(Path(run_dir)))
+        for run_dir in complete
+    ]
     if not frames:
-        return pd.DataFrame(columns=RESULT_COLUMNS)
+        return pd.DataFrame(columns=[*RESULT_COLUMNS, "variant"])
     return pd.concat(frames, ignore_index=True)
 
 

@@ -6,7 +6,9 @@ data set, the run's value is the mean over the OOD sets, in percent,
     M(r, s) = 100 / |O| * sum_{o in O} M(r, s, o),
 
 and a table cell holds the mean and the sample standard deviation (ddof = 1) of M(r, s)
-over the runs R of one (dataset, method, score):
+over the runs R of one (dataset, method, variant, score) (variant: the run's overrides
+besides the seed, see :mod:`mchad.report.runs`; the column is left out of the printed
+tables when every run has the experiment as configured):
 
     mean = 1/|R| sum_r M(r, s),    std = sqrt( 1/(|R| - 1) sum_r (M(r, s) - mean)^2 ).
 
@@ -25,7 +27,7 @@ from mchad.errors import ConfigError
 from mchad.evaluation.metrics import METRIC_NAMES
 
 METRICS = ["Accuracy", *METRIC_NAMES]
-KEY = ["dataset", "method", "score"]
+KEY = ["dataset", "method", "variant", "score"]
 
 # Rows follow the paper's table; names it does not know come after, alphabetically.
 PAPER_ORDER = {
@@ -52,9 +54,14 @@ def _mean_std(values: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return _in_paper_order(table.reset_index())
 
 
+def _with_variant(results: pd.DataFrame) -> pd.DataFrame:
+    """Rows read without :func:`mchad.report.runs.read_runs` (no variant column) are one variant each run."""
+    return results if "variant" in results else results.assign(variant="")
+
+
 def per_run(results: pd.DataFrame) -> pd.DataFrame:
     """M(r, s) for every run and score: its metrics averaged over its OOD test sets, in percent."""
-    grouped = results.groupby([*KEY, "seed", "run_dir"], sort=False, dropna=False)
+    grouped = _with_variant(results).groupby([*KEY, "seed", "run_dir"], sort=False, dropna=False)
     return _in_paper_order((grouped[METRICS].mean() * 100).reset_index())
 
 
@@ -64,8 +71,8 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def per_ood(results: pd.DataFrame) -> pd.DataFrame:
-    """Like :func:`summarize` without averaging over OOD sets: one row per (dataset, method, score, ood_dataset)."""
-    percent = results.assign(**{metric: results[metric] * 100 for metric in METRICS})
+    """Like :func:`summarize` without averaging over OOD sets: one row per (dataset, method, variant, score, ood_dataset)."""
+    percent = _with_variant(results).assign(**{metric: results[metric] * 100 for metric in METRICS})
     return _mean_std(percent, [*KEY, "ood_dataset"])
 
 
@@ -110,6 +117,8 @@ def _cells(table: pd.DataFrame, plus_minus: str) -> tuple[list[str], list[list[s
     metrics = [column.removesuffix("_mean") for column in table.columns if column.endswith("_mean")]
     stats = {f"{metric}_{stat}" for metric in metrics for stat in ("mean", "std")}
     keys = [column for column in table.columns if column not in stats and column != "n_seeds"]
+    if "variant" in keys and not table["variant"].astype(bool).any():
+        keys.remove("variant")
 
     def cell(mean: float, std: float) -> str:
         # One seed has no spread; an empty std reads better than 'nan'.
