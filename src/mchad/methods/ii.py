@@ -7,19 +7,7 @@ from torch import Tensor, nn
 
 from mchad.methods.method import Method, Outputs, masked_mean, split_known
 from mchad.methods.terms import check_non_negative, min_distance, nearest_class
-from mchad.nn.centers import RunningClassMeans, pairwise_squared_distances
-
-
-def class_sums(z: Tensor, y: Tensor, known: Tensor, n_classes: int) -> tuple[Tensor, Tensor]:
-    """Per-class sums of the known rows of ``z`` (B x D) and their counts: ``(C x D, C)``.
-
-    ``known`` (B,) masks the rows that count; the others (outliers, label -1) add zeros.
-    Sums by ``index_add`` rather than ``bincount``, whose output size depends on the data.
-    """
-    weight = known.to(z.dtype)
-    sums = z.new_zeros(n_classes, z.shape[1]).index_add(0, y.clamp(min=0), z * weight.unsqueeze(1))
-    counts = z.new_zeros(n_classes).index_add(0, y.clamp(min=0), weight)
-    return sums, counts
+from mchad.nn.centers import RunningClassMeans, class_sums, pairwise_squared_distances
 
 
 def batch_class_means(z: Tensor, y: Tensor, known: Tensor, n_classes: int) -> tuple[Tensor, Tensor]:

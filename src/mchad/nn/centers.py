@@ -27,6 +27,18 @@ def pairwise_squared_distances(x: Tensor, y: Tensor) -> Tensor:
         return diff.pow(2).sum(dim=2)
 
 
+def class_sums(z: Tensor, y: Tensor, known: Tensor, n_classes: int) -> tuple[Tensor, Tensor]:
+    """Per-class sums of the known rows of ``z`` (B x D) and their counts: ``(C x D, C)``.
+
+    ``known`` (B,) masks the rows that count; the others (outliers, label -1) add zeros.
+    Sums by ``index_add`` rather than ``bincount``, whose output size depends on the data.
+    """
+    weight = known.to(z.dtype)
+    sums = z.new_zeros(n_classes, z.shape[1]).index_add(0, y.clamp(min=0), z * weight.unsqueeze(1))
+    counts = z.new_zeros(n_classes).index_add(0, y.clamp(min=0), weight)
+    return sums, counts
+
+
 class ClassCenters(nn.Module):
     """Learnable class centers ``mu_c`` (C x D); calling it returns the squared distances (B x C).
 
@@ -86,10 +98,9 @@ class RunningClassMeans(nn.Module):
 
         Masks rather than boolean indexing, so no host synchronisation in a training step.
         """
-        weight = known.to(self.sums.dtype)
-        classes = y.clamp(min=0)
-        self.sums.index_add_(0, classes, z.to(self.sums.dtype) * weight.unsqueeze(1))
-        self.counts.index_add_(0, classes, weight)
+        sums, counts = class_sums(z.to(self.sums.dtype), y, known, len(self.counts))
+        self.sums += sums
+        self.counts += counts
         seen = (self.counts > 0).unsqueeze(1)
         self.means.copy_(torch.where(seen, self.sums / self.counts.clamp(min=1).unsqueeze(1), self.means))
 

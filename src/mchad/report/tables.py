@@ -55,7 +55,7 @@ def _mean_std(values: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def _with_variant(results: pd.DataFrame) -> pd.DataFrame:
-    """Rows read without :func:`mchad.report.runs.read_runs` (no variant column) are one variant each run."""
+    """Rows read without :func:`mchad.report.runs.read_runs` (no variant column) count as the experiment as configured."""
     return results if "variant" in results else results.assign(variant="")
 
 
