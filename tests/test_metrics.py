@@ -14,6 +14,7 @@ from sklearn.metrics import average_precision_score
 from bench.metrics import sklearn_metrics as sklearn_oracle
 
 from mchad.evaluation.metrics import METRIC_NAMES, accuracy, ood_metrics
+from mchad.evaluation.running_accuracy import KnownClassAccuracy
 
 _gen = torch.Generator().manual_seed(0)
 
@@ -128,6 +129,19 @@ def test_accuracy():
         accuracy(torch.tensor([1]), torch.tensor([-1]))
     with pytest.raises(ValueError, match="differ in shape"):
         accuracy(torch.tensor([1, 2]), torch.tensor([1]))
+
+
+def test_running_accuracy_over_batches_equals_accuracy_of_all_and_ignores_outliers():
+    generator = torch.Generator().manual_seed(3)
+    labels = torch.randint(-1, 5, (100,), generator=generator)
+    pred = torch.randint(0, 5, (100,), generator=generator)
+    running = KnownClassAccuracy()
+    for chunk in (slice(0, 7), slice(7, 64), slice(64, 100)):
+        running.update(pred[chunk], labels[chunk])
+    assert running.compute().item() == pytest.approx(accuracy(pred, labels))
+    running.reset()
+    running.update(torch.tensor([3, 1]), torch.tensor([-1, -1]))
+    assert running.compute().item() == 0.0  # no known class yet: 0, not NaN
 
 
 def test_many_small_tied_sets():

@@ -25,11 +25,11 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 
 from mchad.errors import ConfigError
 from mchad.evaluation.evaluator import evaluate
 from mchad.evaluation.metrics import METRIC_NAMES, ood_metrics
+from mchad.evaluation.running_accuracy import KnownClassAccuracy
 from mchad.methods.method import Method, Outputs
 from mchad.visualize import embedding_scatter, figure_to_array
 
@@ -91,8 +91,8 @@ class OODModule(pl.LightningModule):
             if mode not in COMPILE_MODES:
                 raise ConfigError(f"model.compile={compile} is unknown: use false, true or one of {', '.join(COMPILE_MODES)}")
             self.backbone.compile(mode=mode)
-        self.train_accuracy = MeanMetric()
-        self.val_accuracy = MeanMetric()
+        self.train_accuracy = KnownClassAccuracy()
+        self.val_accuracy = KnownClassAccuracy()
         self._val_scores: dict[int, list[dict[str, Tensor]]] = defaultdict(list)
         self._embeddings: dict[int, list[tuple[Tensor, Tensor]]] = defaultdict(list)
         self._test_outputs: dict[int, list[Outputs]] = defaultdict(list)
@@ -112,20 +112,17 @@ class OODModule(pl.LightningModule):
         total = torch.stack(list(terms.values())).sum()
         for name, value in terms.items():
             self.log(f"Loss/{name}/{stage}", value, on_step=stage == "train", on_epoch=True, add_dataloader_idx=False)
-        self.log(f"Loss/total/{stage}", total, on_step=stage == "train", on_epoch=True, prog_bar=True,
+        # Lightning turns per-step progress-bar values into numbers after every batch (a host sync);
+        # mchad.progress.ProgressBar shows the training loss every log_every_n_steps instead
+        self.log(f"Loss/total/{stage}", total, on_step=stage == "train", on_epoch=True, prog_bar=stage != "train",
                  add_dataloader_idx=False)
         return total
-
-    def _update_accuracy(self, metric: MeanMetric, out: Outputs, y: Tensor) -> None:
-        # weights instead of boolean indexing: no host synchronisation inside the step
-        correct = (self.method.predict(out) == y).float()
-        metric.update(correct, weight=(y >= 0).float())
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         x, y = batch
         out = self(x)
         loss = self._step_loss(out, y, "train")
-        self._update_accuracy(self.train_accuracy, out, y)
+        self.train_accuracy.update(self.method.predict(out), y)
         self.log("Accuracy/train", self.train_accuracy, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
@@ -150,7 +147,7 @@ class OODModule(pl.LightningModule):
             self._keep_embeddings(dataloader_idx, z, y)
         if dataloader_idx == 0:
             self._step_loss(out, y, "val")
-            self._update_accuracy(self.val_accuracy, out, y)
+            self.val_accuracy.update(self.method.predict(out), y)
             self.log("Accuracy/val", self.val_accuracy, on_epoch=True, prog_bar=True, add_dataloader_idx=False)
         self._val_scores[dataloader_idx].append({k: v.detach() for k, v in self.method.scores(out).items()})
 
