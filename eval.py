@@ -1,17 +1,7 @@
-"""Evaluate a checkpoint only: python eval.py ckpt_path=PATH experiment=cifar10-mchad."""
+"""Evaluate a checkpoint: python eval.py ckpt_path=RUN/checkpoints/best.ckpt [testsets=... ood_folders=[...]]."""
 
-import hydra
-from omegaconf import DictConfig
-
-from mchad.cli import check_command_line, run_task
-from mchad.train import evaluate_checkpoint
-
-
-@hydra.main(version_base="1.3", config_path="config", config_name="config")
-def main(cfg: DictConfig):
-    return run_task(evaluate_checkpoint, cfg)
-
+from mchad.cli import launch
+from mchad.train import eval_run_dir_override, evaluate_checkpoint
 
 if __name__ == "__main__":
-    check_command_line()
-    main()
+    launch(evaluate_checkpoint, job_name="eval", defaults=eval_run_dir_override)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 BACKBONES = {"small": "wrn-small", "wrn40-2": "wrn40-2"}
 """``--backbone`` choices -> ``config/backbone`` options (small = WRN-10-1, for CPUs)."""
@@ -45,6 +47,8 @@ class Options:
 
     @property
     def torch_device(self) -> torch.device:
+        import torch
+
         return torch.device(self.device)
 
     @property
@@ -66,6 +70,8 @@ def make_options(
     results_dir: Path | None = None,
 ) -> Options:
     """Defaults sized so the full CPU run takes about 10 minutes and ``quick`` under 3."""
+    import torch  # here, not at the top: ``python -m bench --help`` needs only BACKBONES
+
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     on_gpu = device == "cuda"
     cores = os.cpu_count() or 1

@@ -1,4 +1,4 @@
-"""The command lines as a user types them: one-line errors, and a sweep in which one job fails."""
+"""The command lines as a user types them: a sweep in which one job fails, DDP (one-line errors: test_bad_input.py)."""
 
 from __future__ import annotations
 
@@ -14,21 +14,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, capture_output=True, text=True,
                           timeout=600)
-
-
-def test_unknown_experiment_is_one_line_error(tmp_path):
-    result = run("experiment=cifar10-nope", cwd=tmp_path)
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert lines == [lines[-1]] and "unknown experiment 'cifar10-nope'" in lines[-1] and "cifar10-mchad" in lines[-1]
-    assert not (tmp_path / "logs").exists()
-
-
-def test_config_error_in_run_is_one_line(tmp_path):
-    result = run("experiment=quickstart", "method.n_embedding=0", "logger=none", cwd=tmp_path)
-    assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1].startswith("error: method.n_embedding=0")
-    assert not list(tmp_path.rglob("results.csv"))
 
 
 def test_sweep_with_a_failing_job_finishes_the_others_and_reruns_only_what_is_missing(tmp_path):

@@ -1,20 +1,28 @@
-"""The uint8 tensor cache: round trip through memory maps, rebuild on version change and damage."""
+"""The uint8 tensor cache: round trip through memory maps, rebuild on version change, damage and source change."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from mchad.data.cache import cache_files, cached, read_cache, write_cache
+from mchad.data.cache import Fingerprint, cache_files, cached, read_cache, write_cache
+
+
+SOURCE = Fingerprint("toy generator", "toy-1")
 
 
 def arrays(n: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int64)
+
+
+def warnings_about(caplog, entry: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and entry in r.getMessage()]
 
 
 class Builder:
@@ -31,8 +39,8 @@ class Builder:
 
 def test_round_trip_is_memory_mapped_uint8(tmp_path: Path) -> None:
     images, labels = arrays()
-    write_cache(tmp_path, "toy", "train", 1, images, labels)
-    data = read_cache(tmp_path, "toy", "train", 1)
+    write_cache(tmp_path, "toy", "train", 1, SOURCE, images, labels)
+    data = read_cache(tmp_path, "toy", "train", 1, SOURCE)
     assert data.images.dtype == torch.uint8 and data.labels.dtype == torch.int64
     assert np.array_equal(data.images.numpy(), images) and np.array_equal(data.labels.numpy(), labels)
     assert isinstance(np.load(cache_files(tmp_path, "toy", "train", 1)[0], mmap_mode="r"), np.memmap)
@@ -43,16 +51,16 @@ def test_round_trip_is_memory_mapped_uint8(tmp_path: Path) -> None:
 
 def test_cached_builds_once(tmp_path: Path) -> None:
     build = Builder()
-    first = cached(tmp_path, "toy", "test", 1, build)
-    second = cached(tmp_path, "toy", "test", 1, build)
+    first = cached(tmp_path, "toy", "test", 1, SOURCE, build)
+    second = cached(tmp_path, "toy", "test", 1, SOURCE, build)
     assert build.calls == 1
     assert torch.equal(first.images, second.images)
 
 
 def test_version_change_rebuilds_and_removes_old_entry(tmp_path: Path) -> None:
-    cached(tmp_path, "toy", "test", 1, Builder(seed=0))
+    cached(tmp_path, "toy", "test", 1, SOURCE, Builder(seed=0))
     rebuilt = Builder(seed=1)
-    data = cached(tmp_path, "toy", "test", 2, rebuilt)
+    data = cached(tmp_path, "toy", "test", 2, SOURCE, rebuilt)
     assert rebuilt.calls == 1
     assert np.array_equal(data.images.numpy(), arrays(seed=1)[0])
     assert not any(path.exists() for path in cache_files(tmp_path, "toy", "test", 1))
@@ -61,29 +69,91 @@ def test_version_change_rebuilds_and_removes_old_entry(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("damaged", [0, 1], ids=["images", "labels"])
 def test_truncated_cache_is_rebuilt(tmp_path: Path, damaged: int) -> None:
-    cached(tmp_path, "toy", "test", 1, Builder())
+    cached(tmp_path, "toy", "test", 1, SOURCE, Builder())
     path = cache_files(tmp_path, "toy", "test", 1)[damaged]
     path.write_bytes(path.read_bytes()[:-100])
-    assert read_cache(tmp_path, "toy", "test", 1) is None
+    assert read_cache(tmp_path, "toy", "test", 1, SOURCE) is None
     build = Builder()
-    data = cached(tmp_path, "toy", "test", 1, build)
+    data = cached(tmp_path, "toy", "test", 1, SOURCE, build)
     assert build.calls == 1 and len(data) == 20
 
 
 def test_garbage_with_the_right_size_is_rebuilt(tmp_path: Path) -> None:
-    cached(tmp_path, "toy", "test", 1, Builder())
+    cached(tmp_path, "toy", "test", 1, SOURCE, Builder())
     path = cache_files(tmp_path, "toy", "test", 1)[0]
     path.write_bytes(b"\0" * path.stat().st_size)  # header destroyed, size unchanged
-    assert read_cache(tmp_path, "toy", "test", 1) is None
+    assert read_cache(tmp_path, "toy", "test", 1, SOURCE) is None
 
 
 def test_entry_without_sidecar_is_missing(tmp_path: Path) -> None:
-    cached(tmp_path, "toy", "test", 1, Builder())
+    cached(tmp_path, "toy", "test", 1, SOURCE, Builder())
     cache_files(tmp_path, "toy", "test", 1)[2].unlink()
-    assert read_cache(tmp_path, "toy", "test", 1) is None
+    assert read_cache(tmp_path, "toy", "test", 1, SOURCE) is None
 
 
 def test_write_rejects_non_uint8(tmp_path: Path) -> None:
     images, labels = arrays()
     with pytest.raises(ValueError, match="uint8"):
-        write_cache(tmp_path, "toy", "test", 1, images.astype(np.float32), labels)
+        write_cache(tmp_path, "toy", "test", 1, SOURCE, images.astype(np.float32), labels)
+
+
+def test_valid_entry_is_opened_without_a_warning(tmp_path: Path, caplog) -> None:
+    cached(tmp_path, "toy", "test", 1, SOURCE, Builder())
+    with caplog.at_level(logging.WARNING, logger="mchad.data.cache"):
+        assert read_cache(tmp_path, "toy", "test", 1, SOURCE) is not None
+    assert not caplog.records
+
+
+@pytest.mark.parametrize("damaged", [0, 1], ids=["images", "labels"])
+def test_same_size_corruption_is_detected_and_rebuilt(tmp_path: Path, caplog, damaged: int) -> None:
+    cached(tmp_path, "toy", "test", 1, SOURCE, Builder())
+    path = cache_files(tmp_path, "toy", "test", 1)[damaged]
+    content = bytearray(path.read_bytes())
+    content[-3] ^= 0x01  # one bit of the last image's pixels / the last label; header and size intact
+    path.write_bytes(bytes(content))
+    with caplog.at_level(logging.WARNING, logger="mchad.data.cache"):
+        build = Builder()
+        data = cached(tmp_path, "toy", "test", 1, SOURCE, build)
+    assert build.calls == 1
+    images, labels = arrays()
+    assert np.array_equal(data.images.numpy(), images) and np.array_equal(data.labels.numpy(), labels)
+    [warning] = warnings_about(caplog, "toy-test-v1")
+    assert f"content hash differs: {path.name}" in warning and "\n" not in warning
+
+
+def test_changed_source_is_rebuilt(tmp_path: Path, caplog) -> None:
+    cached(tmp_path, "toy", "test", 1, SOURCE, Builder(seed=0))
+    changed = Fingerprint("toy generator", "toy-2")
+    rebuilt = Builder(seed=1)
+    with caplog.at_level(logging.WARNING, logger="mchad.data.cache"):
+        data = cached(tmp_path, "toy", "test", 1, changed, rebuilt)
+    assert rebuilt.calls == 1 and np.array_equal(data.images.numpy(), arrays(seed=1)[0])
+    [warning] = warnings_about(caplog, "toy-test-v1")
+    assert "source changed: toy generator" in warning
+    meta = json.loads(cache_files(tmp_path, "toy", "test", 1)[2].read_text())
+    assert meta["source"] == "toy generator" and meta["source_digest"] == "toy-2"
+    assert read_cache(tmp_path, "toy", "test", 1, SOURCE) is None
+
+
+def test_entry_of_the_previous_sidecar_format_is_rebuilt(tmp_path: Path, caplog) -> None:
+    cached(tmp_path, "toy", "test", 1, SOURCE, Builder())
+    sidecar = cache_files(tmp_path, "toy", "test", 1)[2]
+    meta = json.loads(sidecar.read_text())
+    old_keys = ["version", "shape", "dtype", "count", "images_bytes", "labels_bytes"]
+    sidecar.write_text(json.dumps({key: meta[key] for key in old_keys}))
+    with caplog.at_level(logging.WARNING, logger="mchad.data.cache"):
+        build = Builder()
+        cached(tmp_path, "toy", "test", 1, SOURCE, build)
+    assert build.calls == 1
+    [warning] = warnings_about(caplog, "toy-test-v1")
+    assert "sidecar format 1, expected 2" in warning
+
+
+def test_stale_part_files_are_removed_when_the_entry_is_built(tmp_path: Path) -> None:
+    stale = [".toy-test-v1.npy.k1ll3d.part", ".toy-test-v1.json.abc.part", ".toy-test-v0.labels.npy.old.part"]
+    others = [".toy-train-v1.npy.other.part", ".toyota-test-v1.npy.other.part"]
+    for name in stale + others:
+        (tmp_path / name).write_bytes(b"half written")
+    cached(tmp_path, "toy", "test", 1, SOURCE, Builder())
+    assert not any((tmp_path / name).exists() for name in stale)
+    assert all((tmp_path / name).exists() for name in others)

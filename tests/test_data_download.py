@@ -60,6 +60,17 @@ def test_verified_file_is_not_downloaded_again(served: Path, tmp_path: Path, mon
     assert fetch(remote, tmp_path / "data").read_bytes() == PAYLOAD
 
 
+def test_killed_download_leaves_no_part_file_behind_the_next_one(served: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    killed = data / ".payload.bin.k1ll3d.part"
+    killed.write_bytes(PAYLOAD[:500])
+    other = data / ".other.bin.x.part"
+    other.write_bytes(b"another file's download")
+    assert fetch(remote_for(served), data).read_bytes() == PAYLOAD
+    assert not killed.exists() and other.exists()
+
+
 def test_corrupted_download_names_expected_and_actual_checksum(served: Path, tmp_path: Path) -> None:
     expected = "0" * 64
     with pytest.raises(ConfigError) as error:

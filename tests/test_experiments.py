@@ -1,18 +1,84 @@
-"""Every experiment config composes, trains two steps and evaluates, on tiny local image trees."""
+"""Every experiment config composes, trains two steps and evaluates, on tiny local image trees.
+
+The numbers in results.csv are checked against an independent evaluation of the weights that were
+tested: the module is caught as ``Trainer.test`` receives it (after testing it holds the tested weights,
+whichever checkpoint they came from), the test batches are passed through it again here, and the
+metrics are scikit-learn's (bench/metrics.py) on those outputs.
+"""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
+import pytorch_lightning as pl
+import torch
 
+from bench.metrics import sklearn_metrics
 from conftest import TINY
 from mchad.config import options
 from mchad.methods import build_method
+from mchad.methods.base import concat_outputs
 from mchad.train import train
 
 EXPERIMENTS = [name for name in options("experiment") if name != "quickstart"]
 DATASETS = {"cifar10": 10, "cifar100": 100, "svhn": 10}
 METHODS = ("mchad", "gmchad", "cac", "gcac", "center", "gcenter", "ii", "softmax", "oe", "energy")
+METRICS = ("Accuracy", "AUROC", "AUPR-IN", "AUPR-OUT", "FPR95")
+
+
+@pytest.fixture
+def tested(monkeypatch) -> dict:
+    """Catches the module and data module that ``Trainer.test`` is called with."""
+    seen: dict = {}
+    original = pl.Trainer.test
+
+    def spy(self, model=None, *args, **kwargs):
+        seen["module"], seen["datamodule"] = model, kwargs.get("datamodule")
+        return original(self, model, *args, **kwargs)
+
+    monkeypatch.setattr(pl.Trainer, "test", spy)
+    return seen
+
+
+@torch.no_grad()
+def outputs_on_test_batches(module, datamodule, limit: int) -> dict[str, tuple[torch.Tensor, dict]]:
+    """Test set name -> (labels, the module's outputs) over the first ``limit`` batches, as the Trainer saw them."""
+    module.eval()
+    outputs = {}
+    for name, loader in zip(datamodule.test_set_names, datamodule.test_dataloader()):
+        chunks, labels = [], []
+        for k, (x, y) in enumerate(loader):
+            if k == limit:
+                break
+            chunks.append(module.method(module.backbone(module.augment(x, train=False))))
+            labels.append(y)
+        outputs[name] = (torch.cat(labels), concat_outputs(chunks))
+    return outputs
+
+
+def expected_rows(method, outputs: dict, id_name: str) -> dict[tuple[str, str], dict]:
+    """(OOD set, score) -> Accuracy, the four OOD metrics (scikit-learn) and the sample counts."""
+    id_labels, id_out = outputs[id_name]
+    accuracy = float((method.predict(id_out) == id_labels).double().mean())
+    id_scores = method.scores(id_out)
+    rows = {}
+    for name, (_, out) in outputs.items():
+        if name == id_name:
+            continue
+        for score, ood_score in method.scores(out).items():
+            metrics = sklearn_metrics(id_scores[score].double().numpy(), ood_score.double().numpy())
+            rows[name, score] = {"Accuracy": accuracy, **metrics, "n_id": len(id_labels), "n_ood": len(ood_score)}
+    return rows
+
+
+def assert_results_match(results: pd.DataFrame, expected: dict) -> None:
+    assert sorted(zip(results.ood_dataset, results.score)) == sorted(expected)
+    for row in results.to_dict("records"):
+        want = expected[row["ood_dataset"], row["score"]]
+        assert (row["n_id"], row["n_ood"]) == (want["n_id"], want["n_ood"]), row
+        for metric in METRICS:
+            # float32 outputs computed twice the same way; 1e-6 leaves room only for rounding
+            assert row[metric] == pytest.approx(want[metric], abs=1e-6), (metric, row)
 
 
 def test_every_dataset_method_pair_has_an_experiment():
@@ -21,7 +87,7 @@ def test_every_dataset_method_pair_has_an_experiment():
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_experiment_trains_and_evaluates(experiment, run_config, image_trees):
+def test_experiment_trains_and_evaluates(experiment, run_config, image_trees, tested):
     dataset = experiment.split("-")[0]
     cfg, run_dir = run_config(f"experiment={experiment}")
     overrides = [
@@ -46,4 +112,47 @@ def test_experiment_trains_and_evaluates(experiment, run_config, image_trees):
     results = pd.read_csv(run_dir / "results.csv")
     assert len(rows) == len(results) == 2 * len(method.score_names)
     assert set(results.score) == set(method.score_names)
-    assert results[["AUROC", "FPR95", "Accuracy"]].notna().all().all()
+    # one test batch of 32 per set (TINY): the whole ID test tree when it is smaller, 32 noise images per OOD set
+    n_test = len(list((image_trees[DATASETS[dataset]] / "test").rglob("*.png")))
+    assert set(results.n_id) == {min(n_test, 32)} and set(results.n_ood) == {32}
+    module, datamodule = tested["module"], tested["datamodule"]
+    outputs = outputs_on_test_batches(module, datamodule, cfg.trainer.limit_test_batches)
+    assert_results_match(results, expected_rows(module.method, outputs, datamodule.test_set_names[0]))
+
+
+def test_quickstart_metrics_equal_sklearn_on_distances_computed_by_hand(run_config, tested):
+    """MCHAD's score written out: the squared Euclidean distance of the embedding to the nearest center.
+
+    Two test batches of 256: the whole ID test set (361 digits 0-5) and 512 images of each OOD set.
+    """
+    cfg, run_dir = run_config(
+        "experiment=quickstart", *TINY, "data.eval_batch_size=256", "trainer.limit_test_batches=2",
+        "logger=none", "callbacks=none", "test_checkpoint=current",
+    )  # fmt: skip
+    train(cfg, run_dir)
+    results = pd.read_csv(run_dir / "results.csv")
+    module, datamodule = tested["module"], tested["datamodule"]
+    centers = module.method.class_centers()
+    embeddings = {}
+    with torch.no_grad():
+        module.eval()
+        for name, loader in zip(datamodule.test_set_names, datamodule.test_dataloader()):
+            batches = [b for _, b in zip(range(2), loader)]
+            z = torch.cat([module.backbone(module.augment(x, train=False)) for x, _ in batches])
+            embeddings[name] = (z, torch.cat([y for _, y in batches]))
+    squared = {name: ((z[:, None, :] - centers[None]) ** 2).sum(2) for name, (z, _) in embeddings.items()}
+    id_distance, id_labels = squared["digits"], embeddings["digits"][1]
+    assert len(id_labels) == 361
+    accuracy = float((id_distance.argmin(1) == id_labels).double().mean())
+    expected = {
+        (name, "distance"): {
+            "Accuracy": accuracy,
+            **sklearn_metrics(id_distance.min(1).values.double().numpy(), d.min(1).values.double().numpy()),
+            "n_id": 361,
+            "n_ood": 512,
+        }
+        for name, d in squared.items()
+        if name != "digits"
+    }
+    assert set(results.ood_dataset) == {"digits-ood", "gaussian", "uniform"}
+    assert_results_match(results, expected)

@@ -1,5 +1,6 @@
 """CAC / G-CAC: the anchor term against pytorch-ood 0.4.0, the tuplet term and the rejection
-score against the CAC paper's formulas (where pytorch-ood differs, documented numerically)."""
+score against the CAC paper's formulas (where pytorch-ood differs, documented numerically).
+The score's behaviour far from the anchors: tests/test_far_ood_scores.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ import torch
 from pytorch_ood.loss import CACLoss
 
 from mchad.errors import ConfigError
-from mchad.methods.cac import CAC, anchor_term, cac_score, tuplet_term
+from mchad.methods.cac import (
+    CAC,
+    anchor_term,
+    cac_score,
+    one_minus_softmin,
+    rejection_score,
+    tuplet_term,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Discarding samples")
 
@@ -43,7 +51,7 @@ def pytorch_ood_tuplet(d, y):
 
 
 def paper_rejection_score(d):
-    """CAC paper: gamma = d * (1 - softmin(d)); reject by min_j gamma_j."""
+    """CAC paper: gamma = d * (1 - softmin(d)) on the Euclidean distances d; reject by min_j gamma_j."""
     softmin = torch.exp(-d) / torch.exp(-d).sum(1, keepdim=True)
     return (d * (1 - softmin)).min(1).values
 
@@ -81,11 +89,35 @@ def test_pytorch_ood_tuplet_term_differs():
 
 def test_cac_score_is_the_papers_and_pytorch_ood_differs():
     z, _ = mixed_batch()
-    d = CAC(C, C, magnitude=2.0)(z)["distances"]
-    torch.testing.assert_close(cac_score(d), paper_rejection_score(d))
-    gamma = d * (1 - torch.softmax(-d, 1))
-    torch.testing.assert_close(CACLoss.score(d), -gamma.max(1).values)
-    assert not torch.allclose(CACLoss.score(d), cac_score(d))
+    d2 = CAC(C, C, magnitude=2.0)(z)["distances"]  # squared distances
+    # paper (default): the formula on the Euclidean distances
+    torch.testing.assert_close(cac_score(d2), paper_rejection_score(d2.sqrt()))
+    torch.testing.assert_close(cac_score(d2, "paper"), rejection_score(d2.sqrt()))
+    # reference: the same formula on the squared distances (the previous score)
+    torch.testing.assert_close(cac_score(d2, "reference"), paper_rejection_score(d2))
+    assert not torch.allclose(cac_score(d2, "paper"), cac_score(d2, "reference"))
+    # pytorch-ood 0.4.0 (given squared distances): -max_j gamma_j, neither form
+    gamma = d2 * (1 - torch.softmax(-d2, 1))
+    torch.testing.assert_close(CACLoss.score(d2), -gamma.max(1).values)
+    for form in ("paper", "reference"):
+        assert not torch.allclose(CACLoss.score(d2), cac_score(d2, form))
+
+
+def test_one_minus_softmin_is_exact_where_softmin_is_one():
+    d = torch.tensor([[0.0, 14.0, 15.0], [3.0, 3.0, 40.0], [1.0, 2.0, 3.0]])
+    want = 1 - torch.softmax(-d.double(), 1)
+    got = one_minus_softmin(d)
+    torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=0)
+    # the plain float32 formula loses the nearest entry of the first row (~1.1e-6) to rounding
+    naive = 1 - torch.softmax(-d, 1)
+    assert abs(naive[0, 0].double() / want[0, 0] - 1) > 1e-3
+
+
+def test_score_form_default_and_check():
+    assert CAC(C, C).score_form == "paper"
+    assert CAC(C, C, score_form="reference").score_form == "reference"
+    with pytest.raises(ConfigError, match=r"method.score_form=other is unknown.*paper, reference"):
+        CAC(C, C, score_form="other")
 
 
 def test_loss_terms_scores_and_prediction():
@@ -101,9 +133,25 @@ def test_loss_terms_scores_and_prediction():
     scores = method.scores(out)
     assert tuple(scores) == method.score_names == ("distance", "cac")
     torch.testing.assert_close(scores["distance"], d.min(1).values)
-    # gamma is monotone in d, so argmin gamma is the nearest anchor
-    gamma = d * (1 - torch.softmax(-d, 1))
-    assert torch.equal(method.predict(out), gamma.argmin(1))
+    torch.testing.assert_close(scores["cac"], paper_rejection_score(d.sqrt()))
+    # gamma is monotone in the distance (squared or not), so argmin gamma is the nearest anchor
+    for e in (d, d.sqrt()):
+        gamma = e * (1 - torch.softmax(-e, 1))
+        assert torch.equal(method.predict(out), gamma.argmin(1))
+
+
+def test_score_form_changes_only_the_cac_score():
+    z, y = mixed_batch()
+    paper, reference = CAC(C, C, magnitude=2.0), CAC(C, C, magnitude=2.0, score_form="reference")
+    out_p, out_r = paper(z), reference(z)
+    assert torch.equal(out_p["distances"], out_r["distances"])
+    loss_p, loss_r = paper.loss(out_p, y), reference.loss(out_r, y)
+    assert loss_p.keys() == loss_r.keys() and all(torch.equal(loss_p[k], loss_r[k]) for k in loss_p)
+    assert torch.equal(paper.predict(out_p), reference.predict(out_r))
+    s_p, s_r = paper.scores(out_p), reference.scores(out_r)
+    assert torch.equal(s_p["distance"], s_r["distance"])
+    d = out_r["distances"]
+    assert torch.equal(s_r["cac"], (d * (1 - torch.softmax(-d, dim=1))).min(dim=1).values)
 
 
 def test_uses_outliers_only_with_a_positive_weight():
@@ -112,8 +160,9 @@ def test_uses_outliers_only_with_a_positive_weight():
     assert CAC(C, C, weight_oe=5e-4).uses_outliers
 
 
-def test_large_distances_are_finite():
-    method = CAC(C, C, magnitude=10.0, weight_oe=1.0)
+@pytest.mark.parametrize("score_form", ["paper", "reference"])
+def test_large_distances_are_finite(score_form):
+    method = CAC(C, C, magnitude=10.0, weight_oe=1.0, score_form=score_form)
     z, y = mixed_batch(scale=1e8)
     z.requires_grad_(True)
     out = method(z)

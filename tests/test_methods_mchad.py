@@ -113,11 +113,69 @@ def test_uses_outliers_only_with_a_positive_weight():
     assert MCHAD(C, D, weight_oe=1e-5).uses_outliers
 
 
-def test_centers_learn():
-    method = MCHAD(C, D, weight_oe=0.1, margin=5.0)
-    z, y = mixed_batch()
+def leaf_batch_and_centers(method: MCHAD, seed: int = 1):
+    """A mixed batch as a leaf tensor and fixed centers: the class-center init draws from the global RNG."""
+    z, y = mixed_batch(seed=seed)
+    method.centers.centers.data.copy_(torch.randn(C, D, generator=torch.Generator().manual_seed(seed + 100)))
+    return z.clone().requires_grad_(True), y
+
+
+def test_center_term_gradient_equals_the_closed_form():
+    """d/dmu_c and d/dz_i of w/(|K| C) sum_{i in K} max(0, ||z_i - mu_{y_i}||^2 - rho), written out by hand:
+
+    dL/dmu_c = -2w/(|K| C) sum_{i in K, y_i = c, d_i > rho} (z_i - mu_c),  dL/dz_i = 2w/(|K| C) (z_i - mu_{y_i}) [d_i > rho].
+    """
+    w, rho = 0.7, 14.0
+    method = MCHAD(C, D, weight_center=w, weight_ce=0.0, weight_oe=0.0, radius=rho)
+    z, y = leaf_batch_and_centers(method)
+    method.loss(method(z), y)["center"].backward()
+
+    mu = method.centers.centers.detach()
+    known = [i for i in range(len(y)) if y[i] >= 0]
+    scale = w / (len(known) * C)
+    expected_mu, expected_z = torch.zeros(C, D), torch.zeros_like(z)
+    inside = 0
+    for i in known:
+        diff = z[i].detach() - mu[y[i]]
+        if float(diff @ diff) > rho:
+            expected_mu[y[i]] -= 2 * scale * diff
+            expected_z[i] = 2 * scale * diff
+        else:
+            inside += 1
+    # the example must hold samples on both sides of the radius, or the hinge goes untested
+    assert 0 < inside < len(known)
+    torch.testing.assert_close(method.centers.centers.grad, expected_mu, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(z.grad, expected_z, rtol=1e-5, atol=1e-6)
+
+
+def test_full_loss_gradient_equals_the_chain_rule_by_hand():
+    """All three terms at once (reference margin form). With G_ic = dL/dd_ic,
+
+    center: w_center/(|K| C) [c = y_i] [d_ic > rho]        (i in K)
+    ce:     w_ce/|K| ([c = y_i] - softmax(-d_i)_c)          (i in K)
+    margin: -2 w_oe d_ic [d_ic < m]                         (i in O)
+
+    and d_ic = ||z_i - mu_c||^2, so dL/dmu_c = -2 sum_i G_ic (z_i - mu_c), dL/dz_i = 2 sum_c G_ic (z_i - mu_c).
+    """
+    w_center, w_ce, w_oe, m, rho = 0.5, 1.5, 1e-2, 15.0, 14.0
+    method = MCHAD(C, D, weight_center=w_center, weight_ce=w_ce, weight_oe=w_oe, margin=m, radius=rho)
+    z, y = leaf_batch_and_centers(method)
     sum(method.loss(method(z), y).values()).backward()
-    assert method.centers.centers.grad.abs().sum() > 0
+
+    mu, zd = method.centers.centers.detach(), z.detach()
+    diff = zd[:, None, :] - mu[None, :, :]  # B x C x D
+    d = (diff**2).sum(2)
+    known, outlier = y >= 0, y < 0
+    n_known = int(known.sum())
+    onehot = torch.zeros(len(y), C)
+    onehot[known, y[known]] = 1.0
+    p = torch.exp(-d) / torch.exp(-d).sum(1, keepdim=True)
+    G = w_center / (n_known * C) * onehot * (d > rho)
+    G += w_ce / n_known * (onehot - p) * known[:, None]
+    G += -2 * w_oe * d * (d < m) * outlier[:, None]
+    assert bool((d[outlier] < m).any()) and bool((d[outlier] >= m).any())  # outliers on both sides of the margin
+    torch.testing.assert_close(method.centers.centers.grad, -2 * (G[:, :, None] * diff).sum(0), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(z.grad, 2 * (G[:, :, None] * diff).sum(1), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -125,6 +183,9 @@ def test_centers_learn():
     [
         (dict(n_embedding=0), "n_embedding=0"),
         (dict(weight_oe=-1.0), "weight_oe=-1.0"),
+        # a negative margin is no margin: (m - d)^+ (m + d) is 0 for every d >= 0, the outlier term would be off
+        (dict(margin=-1.0), r"method\.margin=-1\.0"),
+        (dict(radius=-0.5), r"method\.radius=-0\.5"),
         (dict(margin_form="squared"), "margin_form=squared"),
     ],
 )

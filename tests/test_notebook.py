@@ -7,11 +7,12 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 from jupyter_client.kernelspec import find_kernel_specs
 from nbclient import NotebookClient
 
-from test_report import make_sweep
+from test_report import METRICS, expected_summary, make_sweep
 from test_sweeps import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,11 +56,29 @@ def count_plots(outputs: list) -> int:
     return sum("image/png" in output.get("data", {}) for output in outputs)
 
 
+def summary_table(outputs: list) -> dict[tuple[str, ...], dict[str, str]]:
+    """The cells of the paper's table as the notebook displays it (its first markdown table), by (dataset, method, score)."""
+    text = next(o["data"]["text/markdown"] for o in outputs if o.get("data", {}).get("text/markdown", "").startswith("|"))
+    header, _, *rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in text.strip().splitlines()]
+    return {tuple(row[:3]): dict(zip(header, row)) for row in rows}
+
+
+def mean_std(cell: str) -> tuple[float, float]:
+    mean, std = cell.split(" ± ")
+    return float(mean), float(std)
+
+
 def test_notebook_runs_on_a_synthetic_sweep(tmp_path, monkeypatch):
     make_sweep(tmp_path)
     outputs = execute_notebook(tmp_path, monkeypatch)
     assert count_plots(outputs) == 2  # one box plot per data set
-    assert any("cifar10" in output.get("data", {}).get("text/markdown", "") for output in outputs)
+    # the table shown holds the mean and std over seeds computed independently from the CSV files
+    table, expected = summary_table(outputs), expected_summary(tmp_path)
+    assert sorted(table) == sorted(expected.index)
+    for key, stats in expected.iterrows():
+        for metric in METRICS:
+            shown = mean_std(table[key][metric])
+            assert shown == pytest.approx((stats[(metric, "mean")], stats[(metric, "std")]), abs=0.0051), (key, metric)
 
 
 def test_notebook_runs_on_a_real_quickstart_sweep(tmp_path, monkeypatch):
@@ -67,4 +86,9 @@ def test_notebook_runs_on_a_real_quickstart_sweep(tmp_path, monkeypatch):
     assert result.returncode == 0, result.stdout + result.stderr
     outputs = execute_notebook(tmp_path / "logs" / "multiruns", monkeypatch)
     assert count_plots(outputs) == 1
-    assert any("digits" in output.get("data", {}).get("text/markdown", "") for output in outputs)
+    (row,) = summary_table(outputs).values()
+    assert (row["dataset"], row["method"], row["score"], row["n_seeds"]) == ("digits", "mchad", "distance", "2")
+    raw = pd.concat([pd.read_csv(path) for path in (tmp_path / "logs").rglob("results.csv")])
+    per_run = raw.groupby("run_dir")[METRICS].mean() * 100
+    for metric, values in per_run.items():
+        assert mean_std(row[metric]) == pytest.approx((values.mean(), values.std()), abs=0.0051), metric

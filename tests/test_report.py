@@ -10,12 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from matplotlib import cbook
 from PIL import Image
 
 from mchad.errors import ConfigError
-from mchad.report import find_runs, load_results, select_headline, summarize, to_markdown
+from mchad.report import auroc_boxplot, find_runs, load_results, per_ood, select_headline, summarize, to_markdown
 from mchad.report.__main__ import main
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -178,6 +180,73 @@ def test_latex_table_is_written_with_booktabs_rules(cli_report):
     assert "$\\pm$" in tex and "mchad" in tex
 
 
+def latex_rows(tex: str) -> dict[tuple[str, str, str], dict[str, str]]:
+    """The data rows of summary.tex by (dataset, method, score), repeated names (left blank) filled in."""
+    lines = tex.splitlines()
+    header_line = lines[lines.index("\\toprule") + 1]
+    header = [name.replace("\\_", "_") for name in header_line.removesuffix(" \\\\").split(" & ")]
+    body = lines[lines.index(header_line) + 2 : lines.index("\\bottomrule")]
+    rows, previous = {}, ["", "", ""]
+    for line in body:
+        if line == "\\midrule":
+            continue
+        cells = line.removesuffix(" \\\\").split(" & ")
+        key = [cell or previous[i] for i, cell in enumerate(cells[:3])]
+        rows[tuple(key)] = dict(zip(header, cells))
+        previous = key
+    return rows
+
+
+def test_latex_table_holds_the_mean_and_std_of_every_row(sweep, cli_report):
+    out, _ = cli_report
+    rows = latex_rows((out / "summary.tex").read_text())
+    expected = expected_summary(sweep["root"])
+    assert sorted(rows) == sorted(expected.index)
+    for key, stats in expected.iterrows():
+        for metric in METRICS:
+            mean, std = (float(part) for part in rows[key][metric].split(" $\\pm$ "))
+            # the table prints two decimals
+            assert mean == pytest.approx(stats[(metric, "mean")], abs=0.0051), (key, metric)
+            assert std == pytest.approx(stats[(metric, "std")], abs=0.0051), (key, metric)
+        assert rows[key]["n_seeds"] == str(len(SEEDS))
+
+
+def per_run_auroc(root: Path, dataset: str) -> dict[str, np.ndarray]:
+    """Tick label 'method<newline>score' -> each run's AUROC (mean over its OOD sets, percent), from the CSV files."""
+    raw = pd.concat([pd.read_csv(path) for path in root.rglob("results.csv")])
+    runs = raw[raw["dataset"] == dataset].groupby(["method", "score", "run_dir"])["AUROC"].mean() * 100
+    return {f"{method}\n{score}": group.to_numpy() for (method, score), group in runs.groupby(level=["method", "score"])}
+
+
+def _near(position: int, xs) -> bool:
+    return abs(float(np.mean(xs)) - position) < 0.4
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_auroc_boxplot_draws_each_methods_per_run_values(sweep, dataset):
+    expected = per_run_auroc(sweep["root"], dataset)
+    axes = auroc_boxplot(load_results(sweep["root"]), dataset).axes[0]
+    labels = [tick.get_text() for tick in axes.get_xticklabels()]
+    assert sorted(labels) == sorted(expected) and labels[0] == "mchad\ndistance"  # paper order: mchad first
+    for position, label in enumerate(labels, start=1):
+        values = expected[label]
+        # the points: one per run, drawn at this box, holding exactly the runs' values
+        (points,) = [c.get_offsets() for c in axes.collections if _near(position, c.get_offsets()[:, 0])]
+        np.testing.assert_allclose(np.sort(points[:, 1]), np.sort(values), rtol=1e-12)
+        # the box: quartiles, median and whiskers of the same values (matplotlib's own statistics)
+        (stats,) = cbook.boxplot_stats(values)
+        lines = [(line.get_xdata(), line.get_ydata()) for line in axes.lines if _near(position, line.get_xdata())]
+        (box_x, box_y), *_ = [(x, y) for x, y in lines if len(x) == 5]
+        assert (min(box_y), max(box_y)) == pytest.approx((stats["q1"], stats["q3"]))
+        (median,) = [y[0] for x, y in lines if len(x) == 2 and (min(x), max(x)) == (min(box_x), max(box_x))]
+        assert median == pytest.approx(np.median(values))
+        whiskers = sorted(tuple(sorted(y)) for x, y in lines if len(x) == 2 and x[0] == x[1])
+        assert whiskers == [
+            pytest.approx((stats["whislo"], stats["q1"])),
+            pytest.approx((stats["q3"], stats["whishi"])),
+        ]
+
+
 def test_no_latex_flag_writes_no_tex(sweep, tmp_path):
     assert main([str(sweep["root"]), "--out", str(tmp_path)]) == 0
     assert (tmp_path / "summary.csv").is_file() and not (tmp_path / "summary.tex").exists()
@@ -236,6 +305,28 @@ def test_variants_of_an_ablation_are_averaged_apart(tmp_path):
     assert summary.loc["+trainer.max_epochs=2,method.margin=8", "AUROC_mean"] == pytest.approx(90.0)
     assert (summary["n_seeds"] == 2).all()
     assert "| variant |" in to_markdown(summary.reset_index())
+
+
+def test_n_seeds_counts_runs_not_distinct_seed_values(tmp_path):
+    """Two sweeps that both ran seed 1 (e.g. the sweep repeated on another machine) and one run of seed 2:
+    three runs of the same variant, all averaged, so n_seeds is 3 (the module docstring: "n_seeds counts runs,
+    so two runs with the same seed count twice"), not the 2 distinct seed values."""
+    runs = {("sweep-a", 1): 0.70, ("sweep-b", 1): 0.80, ("sweep-b", 2): 0.90}
+    for (sweep_name, seed), auroc in runs.items():
+        run_dir = tmp_path / sweep_name / "cifar10-mchad" / str(seed)
+        run_dir.mkdir(parents=True)
+        row = {
+            "experiment": "cifar10-mchad", "method": "mchad", "dataset": "cifar10", "ood_dataset": "textures",
+            "group": "far", "score": "distance", "seed": seed, "Accuracy": 0.9, "AUROC": auroc, "AUPR-IN": 0.5,
+            "AUPR-OUT": 0.5, "FPR95": 0.5, "n_id": 10, "n_ood": 10, "epochs": 1, "run_dir": str(run_dir),
+        }  # fmt: skip
+        _write_csv(run_dir / "results.csv", [row])
+    results = load_results(tmp_path)
+    for table in (summarize(results), per_ood(results)):
+        assert len(table) == 1 and table["variant"].tolist() == [""]
+        assert table["n_seeds"].tolist() == [3]
+        assert table["AUROC_mean"].iloc[0] == pytest.approx(80.0)
+        assert table["AUROC_std"].iloc[0] == pytest.approx(pd.Series([70.0, 80.0, 90.0]).std())
 
 
 def test_tables_leave_out_the_variant_column_when_no_run_has_one(cli_report):

@@ -1,78 +1,217 @@
-"""What ``run.py`` and ``eval.py`` share: one-line errors for bad input, and sweep jobs that fail alone.
+"""The command-line entry points' shared shell: checks before Hydra, one-line errors, sweeps that survive.
 
-In a single run, a :class:`ConfigError` prints ``error: <message>`` and exits with status 2.
-In a multirun (``-m``), a failing job writes its traceback to ``<run_dir>/error.txt`` and
-returns, so the launcher (basic, joblib or Ray) goes on with the other jobs; at the end,
-:class:`SweepSummary` prints how many runs failed and makes the sweep exit non-zero.
+``launch(task)`` is what ``run.py`` and ``eval.py`` call. Before Hydra creates anything
+it parses the command line, composes the config of the first job and checks every
+value against :mod:`mchad.schema` and that the output directory can be made: bad input
+ends with ONE line ``error: <what was wrong>: <how to fix it>`` on stderr and exit
+status 2, and leaves no directory behind. A :class:`~mchad.errors.ConfigError` raised
+later in a single run (data, checkpoints, a diverged loss) ends the same way. Any other
+exception is a bug or an environment failure: Hydra prints it and the status is 1.
+``HYDRA_FULL_ERROR=1`` shows the traceback of every error.
+
+In a multirun (``-m``) every job runs in a child process of the launcher's worker: a
+job that fails, or whose process dies (``kill -9``, out of memory), writes
+``<run_dir>/error.txt`` and the launcher (basic, joblib, Ray, submitit) goes on with
+the other jobs. Each job reports to the sweep's journal; :class:`SweepSummary` prints
+from it how many of this invocation's jobs failed and makes the sweep exit with 1.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import pickle
+import signal
+import subprocess
 import sys
+import tempfile
 import time
-import traceback
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+import hydra
+from hydra._internal.utils import get_args_parser
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from mchad.config import check_overrides
+from mchad.config import CONFIG_DIR, check_overrides, compose
 from mchad.errors import ConfigError
+from mchad.sweep_job import ERROR_FILE
 
 log = logging.getLogger(__name__)
 
-ERROR_FILE = "error.txt"
+JOURNAL_FOLDER = ".sweeps"
+SWEEP_ID = "MCHAD_SWEEP_ID"
 
 Task = Callable[[DictConfig, Path], Any]
 
 
-def check_command_line() -> None:
-    """Stop with a one-line error when the command line names an unknown config option.
+def fail(message: str) -> NoReturn:
+    """The one way bad input ends: ``error: <message>`` on stderr, exit status 2."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
 
-    Also records the starting directory as ``MCHAD_ROOT`` (``paths.root_dir``), which every
-    sweep job inherits, in this process or in a joblib / Ray worker.
+
+def first_job_overrides(overrides: Sequence[str]) -> list[str]:
+    """The overrides of a sweep's first job (``seed=1,2`` -> ``seed=1``); a plain run's as they are.
+
+    Raises ConfigError for an override that Hydra's grammar rejects.
     """
+    parser = OverridesParser.create()
+    first = []
+    for line in overrides:
+        try:
+            [override] = parser.parse_overrides([line])
+        except HydraException as error:
+            reason = str(error).splitlines()[0].split(" See https://")[0]
+            raise ConfigError(f"{line} is not a valid override ({reason}): write key=value, a,b for a sweep") from None
+        if not override.is_sweep_override():
+            first.append(override.input_line)
+        elif override.is_discrete_sweep():
+            first.append(f"{override.get_key_element()}={next(iter(override.sweep_string_iterator()))}")
+    return first
+
+
+def searchpath_dirs(overrides: Sequence[str]) -> list[Path]:
+    """The local folders of a ``hydra.searchpath=[file://DIR,...]`` override: more config groups."""
+    for line in overrides:
+        if line.startswith("hydra.searchpath="):
+            [override] = OverridesParser.create().parse_overrides([line])
+            entries = override.value() if isinstance(override.value(), list) else [override.value()]
+            return [Path(str(e).removeprefix("file://")) for e in entries if not str(e).startswith("pkg://")]
+    return []
+
+
+def check_output_dir(target: Path) -> None:
+    """Refuse an output directory that is a file, lies below a file, or cannot be created."""
+    target = target.absolute()
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(
+            f"{existing} is a file, so the run directory {target} cannot be made: remove or rename it, or choose "
+            "another place (paths.log_dir=... or hydra.run.dir=...)"
+        )
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".mchad-probe-"))
+    except OSError as error:
+        raise ConfigError(
+            f"cannot create the run directory {target}: {existing} is not writable ({error.strerror}): choose a "
+            "writable place (paths.log_dir=... or hydra.run.dir=...)"
+        ) from None
+
+
+def check_command_line(argv: Sequence[str]) -> None:
+    """Compose the first job's config, validate it and its output directory (ConfigError if bad).
+
+    Does nothing for the commands that only print (``--help``, ``--cfg``, ``--info`` ...).
+    """
+    from mchad.schema import validate_config
+
+    args, _ = get_args_parser().parse_known_args(list(argv))
+    if args.help or args.hydra_help or args.info or args.cfg or args.shell_completion:
+        return
+    config_dirs = [Path(args.config_dir)] if args.config_dir else []
+    config_dirs += searchpath_dirs(args.overrides)
+    check_overrides(args.overrides, config_dirs)  # every job's group options, not only the first's
+    overrides = first_job_overrides(args.overrides)
+    cfg = compose(overrides, config_dirs=config_dirs)
+    validate_config(cfg)
+    check_output_dir(Path(cfg.hydra.sweep.dir if args.multirun else cfg.hydra.run.dir))
+
+
+def launch(
+    task: Task,
+    job_name: str,
+    argv: Sequence[str] | None = None,
+    defaults: Callable[[list[str]], list[str]] | None = None,
+) -> None:
+    """Run ``task`` as a Hydra app over ``argv`` (default: the command line), after :func:`check_command_line`.
+
+    ``defaults(argv)``: overrides put before the user's (e.g. ``eval.py``'s output directory).
+    Records the starting directory as ``MCHAD_ROOT`` (``paths.root_dir``), which every
+    sweep job inherits, in this process or in a joblib / Ray / submitit worker.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = [*(defaults(argv) if defaults else []), *argv]
     os.environ["MCHAD_ROOT"] = os.getcwd()
     try:
-        check_overrides(sys.argv[1:])
+        check_command_line(argv)
     except ConfigError as error:
-        sys.exit(f"error: {error}")
+        fail(str(error))
+
+    @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+    def main(cfg: DictConfig) -> Any:
+        return run_task(task, cfg)
+
+    saved_argv = sys.argv
+    # argv[0] stays the script: DDP starts its other processes by running sys.argv again
+    name = f"hydra.job.name={job_name}"
+    sys.argv = [saved_argv[0], *argv, *([] if name in argv else [name])]
+    try:
+        main()
+    finally:
+        sys.argv = saved_argv
+        GlobalHydra.instance().clear()
 
 
 def run_task(task: Task, cfg: DictConfig) -> Any:
-    """Run ``task(cfg, run_dir)`` with the error handling of single runs and sweeps."""
+    """Run ``task(cfg, run_dir)``: a single run directly, a sweep job in a child process."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        try:
+            return task(cfg, run_dir)
+        except ConfigError as error:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            fail(str(error))
+    return run_sweep_job(task, cfg, run_dir)
+
+
+def run_sweep_job(task: Task, cfg: DictConfig, run_dir: Path) -> None:
+    """Run one sweep job in a child process, so that its death fails this job alone."""
     error_file = run_dir / ERROR_FILE
     error_file.unlink(missing_ok=True)
-    try:
-        return task(cfg, run_dir)
-    except Exception as error:
-        if hydra_cfg.mode != RunMode.MULTIRUN:
-            if isinstance(error, ConfigError):
-                sys.exit(f"error: {error}")
-            raise
+    # resolved plain containers: the launchers' structured config classes do not pickle across processes
+    hydra_node = OmegaConf.create(OmegaConf.to_container(HydraConfig.instance().cfg, resolve=True))
+    child = subprocess.run(
+        [sys.executable, "-m", "mchad.sweep_job"], input=pickle.dumps((task, cfg, hydra_node, run_dir)), check=False
+    )
+    if child.returncode < 0:
+        cause = signal.Signals(-child.returncode).name
         run_dir.mkdir(parents=True, exist_ok=True)
-        error_file.write_text(traceback.format_exc())
-        log.error("run %s failed: %s (traceback in %s)", run_dir, error, error_file)
-        return None
+        error_file.write_text(
+            f"the job's process was killed by {cause} (out of memory, or killed by hand): run the same sweep "
+            "command again to resume it from its last checkpoint\n"
+        )
+        log.error("run %s died (%s)", run_dir, cause)
+    status = "ok" if child.returncode == 0 else "failed"
+    journal = Path(hydra_node.hydra.sweep.dir) / JOURNAL_FOLDER / os.environ.get(SWEEP_ID, "unknown")
+    journal.mkdir(parents=True, exist_ok=True)
+    entry = journal / f"{hydra_node.hydra.job.num}.json"
+    entry.write_text(json.dumps({"run_dir": str(run_dir), "status": status}))
 
 
 class SweepSummary(Callback):
     """At the end of a sweep: one line with the number of failed runs; exit status 1 if any failed.
 
-    Only the jobs of this invocation count: run directories whose config Hydra (re)wrote since
-    the sweep started, and error files written since then.
+    Only this invocation's jobs count: each reports to ``<sweep_dir>/.sweeps/<id>/`` under an
+    id this callback hands to the workers through the environment. Workers that cannot
+    inherit it (a Ray cluster started elsewhere) report under ``unknown/``, which counts
+    when written after this sweep started.
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.started = time.time()
+        os.environ[SWEEP_ID] = self.sweep_id = uuid.uuid4().hex
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         ray = sys.modules.get("ray")
@@ -80,14 +219,13 @@ class SweepSummary(Callback):
             # flushes the Ray jobs' buffered output, so that the summary is the last line printed
             ray.shutdown()
         sweep_dir = Path(config.hydra.sweep.dir)
-
-        def fresh(pattern: str) -> list[Path]:
-            return sorted(p for p in sweep_dir.rglob(pattern) if p.stat().st_mtime >= self.started)
-
-        runs = fresh(".hydra/config.yaml")
-        failed = [p.parent for p in fresh(ERROR_FILE)]
+        journal = sweep_dir / JOURNAL_FOLDER
+        entries = list((journal / self.sweep_id).glob("*.json"))
+        entries += [p for p in (journal / "unknown").glob("*.json") if p.stat().st_mtime >= self.started]
+        jobs = [json.loads(p.read_text()) for p in entries]
+        failed = sorted(Path(job["run_dir"]) for job in jobs if job["status"] != "ok")
         for run in failed:
             print(f"FAILED: {run} (see {run / ERROR_FILE})")
-        print(f"sweep finished: {len(runs) - len(failed)} of {len(runs)} runs succeeded, {len(failed)} failed ({sweep_dir})")
+        print(f"sweep finished: {len(jobs) - len(failed)} of {len(jobs)} runs succeeded, {len(failed)} failed ({sweep_dir})")
         if failed:
             sys.exit(1)

@@ -9,7 +9,9 @@ from pathlib import Path
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from omegaconf import DictConfig, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from mchad.errors import ConfigError
 
@@ -18,12 +20,12 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 GROUPS_CHECKED = ("experiment", "method", "data", "backbone", "testsets", "trainer", "debug", "logger", "callbacks")
 
 
-def options(group: str) -> list[str]:
-    """The option names of a config group, e.g. ``options("experiment")``."""
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+def options(group: str, config_dirs: Sequence[Path] = ()) -> list[str]:
+    """The option names of a config group, e.g. ``options("experiment")``, here and in ``config_dirs``."""
+    return sorted({p.stem for folder in (CONFIG_DIR, *config_dirs) for p in (Path(folder) / group).glob("*.yaml")})
 
 
-def check_overrides(overrides: Sequence[str]) -> None:
+def check_overrides(overrides: Sequence[str], config_dirs: Sequence[Path] = ()) -> None:
     """Raise a one-line :class:`ConfigError` for an override that names an unknown group option.
 
     Hydra would otherwise fail with a multi-line message. Handles ``group=a,b`` sweeps too.
@@ -34,22 +36,42 @@ def check_overrides(overrides: Sequence[str]) -> None:
         if not sep or key not in GROUPS_CHECKED or value in ("", "null"):
             continue
         choices = value.removeprefix("choice(").removesuffix(")").split(",")
-        known = options(key)
+        known = options(key, config_dirs)
         for choice in (c.strip() for c in choices):
             if choice not in known:
                 raise ConfigError(f"unknown {key} '{choice}': choose one of {', '.join(known)}")
 
 
-def compose(overrides: Sequence[str] = (), output_dir: str | Path | None = None) -> DictConfig:
+def compose(
+    overrides: Sequence[str] = (), output_dir: str | Path | None = None, config_dirs: Sequence[Path] = ()
+) -> DictConfig:
     """Compose the project config as ``run.py`` would, with the ``hydra:`` resolvers working.
 
     Args:
         overrides: command-line style overrides, e.g. ``["experiment=quickstart", "seed=3"]``.
         output_dir: the run directory (``hydra.runtime.output_dir``); defaults to Hydra's run dir.
+        config_dirs: more config folders searched before the project's (``--config-dir``).
+
+    Raises:
+        ConfigError: one line for an unknown group option, key or malformed value.
     """
-    check_overrides(overrides)
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    check_overrides(overrides, config_dirs)
+    # the command line's own hydra.searchpath, if any, is among config_dirs already
+    overrides = [o for o in overrides if not o.startswith("hydra.searchpath=")]
+    searchpath = [f"hydra.searchpath=[{','.join(f'file://{Path(d).absolute()}' for d in config_dirs)}]"]
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = hydra_compose(
+                config_name="config",
+                overrides=[*overrides, *(searchpath if config_dirs else [])],
+                return_hydra_config=True,
+            )
+    except (HydraException, OmegaConfBaseException) as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        hint = next((line for line in lines if line.startswith("To append")), "")
+        raise ConfigError(
+            f"{lines[0]}: check the key's spelling ({hint or 'python run.py --cfg job prints every key'})"
+        ) from None
     with open_dict(cfg):
         cfg.hydra.runtime.cwd = str(Path.cwd())
         cfg.hydra.runtime.output_dir = str(output_dir or Path.cwd() / "outputs")

@@ -1,35 +1,52 @@
 """One run: build everything from the config, check it, train, evaluate, write ``results.csv``.
 
-``train(cfg)`` is what ``run.py`` calls; ``evaluate_checkpoint(cfg)`` is what ``eval.py`` calls.
-Everything that can fail on bad input (names, shapes, missing data, missing outlier set)
-is built and checked before the first training step, so a bad run stops with a one-line
-:class:`~mchad.errors.ConfigError` and leaves no ``results.csv``.
+``train(cfg, run_dir)`` is what ``run.py`` calls; ``evaluate_checkpoint(cfg, run_dir)`` is
+what ``eval.py`` calls. Everything that can fail on bad input (values, names, shapes,
+missing data, checkpoints) is checked before the first training step, so a bad run stops
+with a one-line :class:`~mchad.errors.ConfigError` and leaves no ``results.csv``. A run
+holds its directory's lock for its whole life; a first start that fails removes the
+directory again (:func:`mchad.rundir.remove_unfinished`).
+
+Resume: a run directory with ``checkpoints/last.ckpt`` and no results continues from
+that checkpoint (the last completed epoch), with the weights, optimiser, scheduler,
+loop counters and random states it held, so that its results equal the uninterrupted
+run's. Every checkpoint is loaded with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
+import time
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.utilities import rank_zero_only
 
+from mchad import rundir
 from mchad.data.datamodule import OODDataModule
 from mchad.errors import ConfigError
 from mchad.evaluation.results import format_table, read_results, results_complete, write_results
 from mchad.methods import build_method
 from mchad.methods.base import OODModule
 from mchad.nn.wrn import load_pretrained
+from mchad.schema import validate_config
 
 log = logging.getLogger(__name__)
 
-# augmentation runs in the module's on_after_batch_transfer on purpose (it needs the training flag)
-warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
+# noise in every run that tells a researcher nothing: adverts printed by every Trainer, and a
+# deprecation inside Lightning's own pytree code
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda record: "💡 Tip" not in record.getMessage())
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
 
 RESULTS_FILE = "results.csv"
 RESOLVED_CONFIG_FILE = "config.yaml"
@@ -64,26 +81,26 @@ def resolve_precision(trainer_cfg: DictConfig) -> str:
     return "bf16-mixed" if on_gpu else "32-true"
 
 
-def build_run(cfg: DictConfig, run_dir: Path, pretrained: bool = True) -> Run:
-    """Instantiate and check data, method and backbone; raises ConfigError on bad input.
+def build_run(cfg: DictConfig, run_dir: Path, evaluation_only: bool = False) -> Run:
+    """Validate the config, instantiate and check data, method and backbone; ConfigError on bad input.
 
-    ``pretrained``: initialise the backbone from ``model.pretrained_checkpoint`` (not needed
-    when a checkpoint of this project is loaded afterwards).
+    ``evaluation_only``: for a checkpoint of this project, loaded afterwards: no pretrained
+    backbone, no training data and no outliers.
     """
-    if cfg.get("test_checkpoint", "best") not in TEST_CHECKPOINTS:
-        raise ConfigError(f"test_checkpoint={cfg.test_checkpoint} is unknown: use one of {', '.join(TEST_CHECKPOINTS)}")
+    validate_config(cfg)
     method_name, method = build_method(cfg.method)
-    if method.uses_outliers and not cfg.data.get("outliers"):
+    if method.uses_outliers and not cfg.data.get("outliers") and not evaluation_only:
         raise ConfigError(
             f"method '{method_name}' has an outlier term (weight_oe>0) but data.outliers is null: "
             "set data.outliers.name (e.g. tinyimages300k or imagefolder with data.outliers.root) or method.weight_oe=0"
         )
     backbone = instantiate(cfg.model.backbone)
-    if pretrained and cfg.model.pretrained_checkpoint:
+    if cfg.model.pretrained_checkpoint and not evaluation_only:
         load_pretrained(backbone, cfg.model.pretrained_checkpoint)
-    datamodule = OODDataModule.from_config(cfg)
+    datamodule = OODDataModule.from_config(cfg, evaluation_only)
     datamodule.prepare_data()
-    datamodule.setup("fit")
+    if not evaluation_only:
+        datamodule.setup("fit")
     module = OODModule(
         backbone=backbone,
         method=method,
@@ -94,8 +111,20 @@ def build_run(cfg: DictConfig, run_dir: Path, pretrained: bool = True) -> Run:
         compile=cfg.model.compile,
         embedding_plots=cfg.model.embedding_plots,
         projector=cfg.model.projector,
+        architecture=architecture(cfg, method_name),
     )
     return Run(cfg=cfg, run_dir=run_dir, method_name=method_name, datamodule=datamodule, module=module)
+
+
+def architecture(cfg: DictConfig, method_name: str) -> dict[str, Any]:
+    """What a checkpoint's weights fit: backbone, method and the sizes that shape them."""
+    backbone = OmegaConf.to_container(cfg.model.backbone, resolve=True)
+    return {
+        "backbone": backbone,
+        "method": method_name,
+        "n_embedding": cfg.method.get("n_embedding"),
+        "n_classes": cfg.data.n_classes,
+    }
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list | None = None, **overrides) -> pl.Trainer:
@@ -124,21 +153,89 @@ def result_rows(run: Run, rows: list[dict], epochs: int) -> list[dict]:
     return [{**meta, **row} for row in rows]
 
 
-def save_resolved_config(cfg: DictConfig, path: Path) -> None:
-    """The run's config with every interpolation resolved (Hydra's .hydra/config.yaml keeps them)."""
+def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
+    """``config.yaml``: the config with every interpolation resolved; ``.hydra/``: Hydra's records.
+
+    Hydra's own writing of ``.hydra/`` is off (``hydra.output_subdir: null``), so that a
+    refused start (another config, a locked directory) rewrites nothing; a started run
+    writes it here, once.
+    """
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved.pop("hydra", None)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(resolved), path)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(resolved), run_dir / RESOLVED_CONFIG_FILE)
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    records = run_dir / ".hydra"
+    records.mkdir(exist_ok=True)
+    task_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    OmegaConf.save(task_cfg, records / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": OmegaConf.to_container(hydra_cfg)}), records / "hydra.yaml")
+    OmegaConf.save(hydra_cfg.overrides.task, records / "overrides.yaml")
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint of this project, read with ``weights_only=True``; ConfigError saying what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {path} does not exist: give the path of a .ckpt file (e.g. RUN/checkpoints/last.ckpt)")
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"PK\x03\x04":
+            raise ConfigError(f"{path} is not a checkpoint (torch.save writes a zip archive): give a .ckpt file "
+                              "written by this project")  # fmt: skip
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing them itself
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" in str(error):
+            raise ConfigError(
+                f"checkpoint {path} is refused: it holds objects other than tensors and plain values, which could "
+                "run code when loaded: use only checkpoints written by this project"
+            ) from None
+        raise ConfigError(f"{path} is not a checkpoint of this project: give a .ckpt file it wrote") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
+        raise ConfigError(
+            f"checkpoint {path} is truncated or damaged ({str(error).splitlines()[0]}): delete it (a run then "
+            "restarts from its previous checkpoint or from scratch) or copy it again"
+        ) from None
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise ConfigError(f"{path} is not a Lightning checkpoint (no state_dict): give a .ckpt file written by this project")
+    return state
+
+
+def check_architecture(run: Run, state: dict[str, Any], path: str | Path) -> None:
+    """Refuse a checkpoint whose weights do not fit the configured model, saying expected vs found."""
+    expected = run.module.state_dict()
+    found = state["state_dict"]
+    shapes_differ = [k for k in expected if k in found and tuple(expected[k].shape) != tuple(found[k].shape)]
+    if expected.keys() == found.keys() and not shapes_differ:
+        return
+    recorded = state.get("hyper_parameters", {}).get("architecture") or {}
+    wanted = run.module.hparams.architecture
+
+    def describe(arch: dict) -> str:
+        backbone = arch.get("backbone") or {}
+        name = str(backbone.get("_target_", "?")).rsplit(".", 1)[-1]
+        sizes = ",".join(f"{k}={v}" for k, v in backbone.items() if k != "_target_")
+        return f"backbone {name}({sizes}), method {arch.get('method', '?')}, n_embedding {arch.get('n_embedding', '?')}"
+
+    detail = describe(recorded) if recorded else f"{len(found)} tensors, e.g. {next(iter(found), '-')}"
+    raise ConfigError(
+        f"checkpoint {path} holds another architecture: expected {describe(wanted)}, found {detail}: give the "
+        "experiment and overrides the checkpoint was trained with"
+    )
 
 
 def fit(run: Run) -> pl.Trainer:
     """Train, resuming from ``checkpoints/last.ckpt`` when a killed run left one."""
-    trainer = build_trainer(run.cfg, run.run_dir)
     resume = run.last_checkpoint if run.last_checkpoint.exists() else None
     if resume:
+        check_architecture(run, load_checkpoint(resume), resume)
         log.info("resuming from %s", resume)
-    trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=str(resume) if resume else None)
+    trainer = build_trainer(run.cfg, run.run_dir)
+    trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=str(resume) if resume else None, weights_only=True)
     return trainer
 
 
@@ -151,7 +248,7 @@ def test(run: Run, ckpt_path: str | None, epochs: int, loggers: list | None = No
         return []
     trainer = build_trainer(run.cfg, run.run_dir, loggers, devices=1, strategy="auto", num_nodes=1)
     run.datamodule.setup("test")
-    trainer.test(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path, verbose=False)
+    trainer.test(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
     rows = result_rows(run, run.module.test_rows, epochs)
     write_results(rows, run.results_path)
     print(format_table(rows))
@@ -160,43 +257,153 @@ def test(run: Run, ckpt_path: str | None, epochs: int, loggers: list | None = No
 
 
 def best_checkpoint(trainer: pl.Trainer) -> str | None:
-    """The best checkpoint by validation accuracy, else the last one, else the weights in memory."""
+    """The checkpoint best by validation accuracy; None (the weights in memory) without validation."""
     callback = trainer.checkpoint_callback
-    if callback is None:
-        return None
-    return callback.best_model_path or callback.last_model_path or None
+    return (callback.best_model_path or None) if callback is not None else None
+
+
+def completed_epochs(state: dict[str, Any]) -> int:
+    """How many training epochs had finished when the checkpoint was written (its ``epoch`` is 0-based)."""
+    try:
+        return int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"])
+    except KeyError:
+        return int(state.get("epoch", -1)) + 1
+
+
+def apply_threads(cfg: DictConfig) -> None:
+    """``threads``: intra-op threads of this process, set before anything is built (null: torch's default)."""
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+
+
+def device_of(cfg: DictConfig) -> str:
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    return "cuda" if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()) else "cpu"
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> list[dict]:
     """Train and evaluate one configuration; returns the result rows written to results.csv.
 
-    A run directory whose results.csv is complete is skipped (restartable sweeps).
+    A run directory whose results.csv is complete is skipped (restartable sweeps), after
+    checking that it was made with the same config.
     """
     run_dir = Path(run_dir)
-    if results_complete(run_dir / RESULTS_FILE):
-        log.info("%s is complete, skipping", run_dir / RESULTS_FILE)
-        return read_results(run_dir / RESULTS_FILE).to_dict("records")
-    pl.seed_everything(cfg.seed, workers=True)
+    validate_config(cfg)
+    apply_threads(cfg)
+    if rank_zero_only.rank > 0:
+        # the other processes of a DDP run (trainer=ddp) run this script again: process 0 holds the directory
+        return _train_locked(cfg, run_dir)
+    with rundir.lock(run_dir):
+        try:
+            return _train_locked(cfg, run_dir)
+        except BaseException:
+            rundir.remove_unfinished(run_dir)
+            raise
+
+
+def _train_locked(cfg: DictConfig, run_dir: Path) -> list[dict]:
+    primary = rank_zero_only.rank == 0  # only process 0 of a DDP run keeps the directory's records
+    fresh = not rundir.holds_a_run(run_dir)
+    if primary:
+        rundir.check_fingerprint(run_dir, cfg)
+        if results_complete(run_dir / RESULTS_FILE):
+            log.info("%s is complete, skipping", run_dir / RESULTS_FILE)
+            return read_results(run_dir / RESULTS_FILE).to_dict("records")
+        rundir.remove_orphans(run_dir)
+    started = time.time()
+    record = rundir.provenance(cfg, device_of(cfg))
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run = build_run(cfg, run_dir)
-    save_resolved_config(cfg, run_dir / RESOLVED_CONFIG_FILE)
+    if primary:
+        if fresh:
+            save_run_config(cfg, run_dir)
+        rundir.write_provenance(run_dir, record)
     if not cfg.train:
-        return test(run, ckpt_path=None, epochs=0)
-    trainer = fit(run)
-    if torch.distributed.is_initialized():
-        # trainer=ddp: testing runs in process 0 alone, on one device, outside the process group
-        torch.distributed.destroy_process_group()
-    if trainer.global_rank > 0:
+        rows = test(run, ckpt_path=None, epochs=0)
+    else:
+        trainer = fit(run)
+        if torch.distributed.is_initialized():
+            # trainer=ddp: testing runs in process 0 alone, on one device, outside the process group
+            torch.distributed.destroy_process_group()
+        if trainer.global_rank > 0:
+            return []
+        ckpt = best_checkpoint(trainer) if cfg.get("test_checkpoint", "best") == "best" else None
+        rows = test(run, ckpt_path=ckpt, epochs=trainer.current_epoch, loggers=trainer.loggers)
+    finished = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_time_s": round(time.time() - started, 3),
+                "peak_host_memory_mb": round(rundir.peak_host_memory_mb(), 1)}  # fmt: skip
+    if torch.cuda.is_available():
+        finished["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    rundir.write_provenance(run_dir, {**record, **finished})
+    return rows
+
+
+EVALUATION_KEYS = ("testsets", "ood_folders", "data.eval_batch_size", "trainer", "test_checkpoint", "ckpt_path",
+                   "paths", "logger", "callbacks", "threads", "data.num_workers", "data.root", "data.download")
+"""What ``eval.py`` may change in a run's saved config: where and on what it is evaluated, never the model."""
+
+
+def checkpoint_run_dir(ckpt_path: str | Path) -> Path:
+    """The run directory a checkpoint belongs to (``RUN/checkpoints/x.ckpt`` -> ``RUN``)."""
+    path = Path(ckpt_path).absolute()
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+def eval_run_dir_override(argv: list[str]) -> list[str]:
+    """``eval.py``'s default output directory, ``<run>/eval/<time>``, unless ``hydra.run.dir`` is given."""
+    ckpt = next((a.split("=", 1)[1] for a in argv if a.startswith("ckpt_path=")), None)
+    if not ckpt or any(a.startswith("hydra.run.dir=") for a in argv):
         return []
-    ckpt = best_checkpoint(trainer) if cfg.get("test_checkpoint", "best") == "best" else None
-    return test(run, ckpt_path=ckpt, epochs=trainer.current_epoch, loggers=trainer.loggers)
+    return [f"hydra.run.dir={checkpoint_run_dir(ckpt)}/eval/${{now:%Y-%m-%d_%H-%M-%S}}"]
+
+
+def saved_run_config(cfg: DictConfig, run_dir: Path) -> DictConfig | None:
+    """The saved config of the run that wrote ``cfg.ckpt_path``, with ``eval.py``'s evaluation overrides.
+
+    None for a checkpoint without a saved config (someone else's): then the command line
+    describes the model. An override that would change the model is refused.
+    """
+    saved_path = checkpoint_run_dir(cfg.ckpt_path) / RESOLVED_CONFIG_FILE
+    if not saved_path.is_file():
+        return None
+    saved = OmegaConf.load(saved_path)
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    given = {o.lstrip("+~").split("=", 1)[0].split("@", 1)[0] for o in overrides}
+    for key in sorted(given):
+        if key == "experiment" and OmegaConf.select(cfg, "name") == saved.name:
+            continue
+        if not any(key == k or key.startswith(k + ".") for k in EVALUATION_KEYS):
+            raise ConfigError(
+                f"{key} would change the model of {saved_path.parent}, which eval.py takes from its config.yaml: "
+                f"drop the override (eval.py changes only {', '.join(EVALUATION_KEYS)})"
+            )
+    with open_dict(saved):
+        for key in ("logger", "callbacks", "ckpt_path", "ood_folders", *(k for k in given if k != "experiment")):
+            OmegaConf.update(saved, key, OmegaConf.select(cfg, key), merge=False)
+        saved.paths.output_dir = str(run_dir)
+    return saved
 
 
 def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> list[dict]:
-    """Evaluate the Lightning checkpoint ``cfg.ckpt_path`` on the configured test sets."""
-    if not cfg.ckpt_path or not Path(cfg.ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path} is not a file: pass ckpt_path=PATH/TO/checkpoints/last.ckpt")
-    run = build_run(cfg, Path(run_dir), pretrained=False)
-    save_resolved_config(cfg, run.run_dir / RESOLVED_CONFIG_FILE)
-    state = torch.load(cfg.ckpt_path, map_location="cpu", weights_only=True)
-    run.module.load_state_dict(state["state_dict"])
-    return test(run, ckpt_path=None, epochs=int(state.get("epoch", 0)))
+    """Evaluate the Lightning checkpoint ``cfg.ckpt_path`` on the configured test sets.
+
+    The model and test sets come from the config saved next to the checkpoint (the run's
+    ``config.yaml``) when there is one, else from the command line.
+    """
+    run_dir = Path(run_dir)
+    if not cfg.ckpt_path:
+        rundir.remove_unfinished(run_dir)
+        raise ConfigError("ckpt_path is not set: pass ckpt_path=PATH/TO/checkpoints/last.ckpt")
+    with rundir.lock(run_dir):
+        try:
+            cfg = saved_run_config(cfg, run_dir) or cfg
+            validate_config(cfg)
+            apply_threads(cfg)
+            state = load_checkpoint(cfg.ckpt_path)
+            run = build_run(cfg, run_dir, evaluation_only=True)
+            check_architecture(run, state, cfg.ckpt_path)
+            save_run_config(cfg, run_dir)
+            run.module.load_state_dict(state["state_dict"])
+            return test(run, ckpt_path=None, epochs=completed_epochs(state))
+        except BaseException:
+            rundir.remove_unfinished(run_dir)
+            raise

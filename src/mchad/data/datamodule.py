@@ -5,7 +5,7 @@ is one tensor index, not a loop over samples: the DataLoaders run with ``batch_s
 over data sets whose items are whole batches (:class:`TrainBatches`, :class:`EvalBatches`).
 Augmentation
 and normalisation happen later, on the training device (:attr:`OODDataModule.augment`,
-called from ``OODModule.on_after_batch_transfer``).
+called from the module's steps).
 
 Training batches: ``batches_per_epoch`` batches (default: one pass over the train split)
 of ``batch_size`` ID images taken from a stream of seeded random permutations of the
@@ -13,7 +13,9 @@ train split (a new permutation starts where the last one ends, so more batches t
 pass cycle through the data), each followed by ``outliers.batch_size`` outlier images
 (label -1) from their own permutation stream. The permutations depend on ``seed`` and
 the epoch only, so a run is reproducible and a run resumed at an epoch boundary sees the
-batches it would have seen.
+batches it would have seen. No loader draws from the global RNG either: each has a
+generator of its own (PyTorch would otherwise draw a worker base seed from the global
+RNG every time a loader is iterated, shifting the dropout masks of a resumed run).
 """
 
 from __future__ import annotations
@@ -23,14 +25,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from mchad.data.augment import BatchAugment
+from mchad.data.augment import BatchAugment, derive_seed
 from mchad.data.registry import get_source, load_dataset
 from mchad.data.tensors import OOD_LABEL, ImageTensors
 from mchad.errors import ConfigError
@@ -41,6 +42,7 @@ CIFAR10_MEAN = (0.4914, 0.4824, 0.4467)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
 VAL_NOISE = "gaussian"
 VAL_NOISE_SIZE = 1000
+LOADER_STREAM = 3
 
 @dataclass(frozen=True)
 class DataRef:
@@ -68,7 +70,7 @@ class FitData:
 
 def seeded_generator(*seeds: int) -> torch.Generator:
     """A torch generator whose state depends on all of ``seeds`` (e.g. run seed and epoch)."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence(list(seeds)).generate_state(1)[0]))
+    return torch.Generator().manual_seed(derive_seed(*seeds))
 
 
 def permutation_stream(n: int, total: int, generator: torch.Generator) -> Tensor:
@@ -180,6 +182,17 @@ class EvalBatches(Dataset):
         return self.data.images[window], self.data.labels[window]
 
 
+def folder_testsets(folders: Sequence[str]) -> list[dict]:
+    """``ood_folders`` as test-set entries: every image below each folder, named after the folder."""
+    entries = []
+    for folder in folders:
+        path = Path(folder).expanduser().absolute()
+        if not path.is_dir():
+            raise ConfigError(f"ood_folders entry {folder} is not a folder: give folders of images, e.g. ood_folders=[/data/my-ood]")
+        entries.append({"name": "imagefolder", "root": str(path), "group": "", "label": path.name})
+    return entries
+
+
 def split_sizes(n: int, val_size: float | int) -> int:
     """Number of validation samples: a fraction of ``n`` (0 < val_size < 1) or a count (>= 1)."""
     n_val = round(val_size * n) if val_size < 1 else int(val_size)
@@ -213,6 +226,8 @@ class OODDataModule(pl.LightningDataModule):
         crop_padding, flip: training augmentation (see :class:`BatchAugment`).
         seed: seeds the train/val split, the outlier hold-out and the batch order.
         num_workers: DataLoader workers; 0 is usually best, a batch is a single tensor index.
+        evaluation_only: prepare and load the test sets alone (evaluating a checkpoint needs
+            neither the training images nor the outliers).
 
     Loaders: ``train_dataloader()`` yields ``(x, y)`` with ``x`` uint8 (B + B_o, 32, 32, 3);
     ``val_dataloader()`` is ``[ID val split, OOD val set]``; ``test_dataloader()`` is
@@ -239,6 +254,7 @@ class OODDataModule(pl.LightningDataModule):
         flip: bool = True,
         seed: int = 0,
         num_workers: int = 0,
+        evaluation_only: bool = False,
     ) -> None:
         super().__init__()
         get_source(dataset)
@@ -262,22 +278,25 @@ class OODDataModule(pl.LightningDataModule):
         self.testsets = self._testset_configs(testsets)
         self.seed = seed
         self.num_workers = num_workers
-        self.augment = BatchAugment(mean, std, crop_padding, flip)
+        self.evaluation_only = evaluation_only
+        self.augment = BatchAugment(mean, std, crop_padding, flip, seed)
         self.test_set_names: list[str] = [dataset] + [t["label"] for t in self.testsets]
         self.test_set_groups: dict[str, str] = {t["label"]: t["group"] for t in self.testsets}
         self._fit: FitData | None = None
         self._test: list[ImageTensors] | None = None
 
     @classmethod
-    def from_config(cls, cfg: DictConfig) -> OODDataModule:
+    def from_config(cls, cfg: DictConfig, evaluation_only: bool = False) -> OODDataModule:
         """Build from a composed run config: the ``data`` node (``name`` is ``dataset``),
-        ``testsets``, ``paths.data_dir`` and ``seed``."""
+        ``testsets`` followed by ``ood_folders``, ``paths.data_dir`` and ``seed``."""
         data = OmegaConf.to_container(cfg.data, resolve=True)
+        testsets = OmegaConf.to_container(cfg.testsets, resolve=True) or []
         return cls(
             dataset=data.pop("name"),
             data_dir=cfg.paths.data_dir,
-            testsets=OmegaConf.to_container(cfg.testsets, resolve=True) or [],
+            testsets=[*testsets, *folder_testsets(cfg.get("ood_folders") or [])],
             seed=cfg.seed,
+            evaluation_only=evaluation_only,
             **data,
         )
 
@@ -310,13 +329,15 @@ class OODDataModule(pl.LightningDataModule):
 
     def data_refs(self) -> list[DataRef]:
         """Every data set (and split) this module loads, in the order :meth:`prepare_data` prepares them."""
+        test_refs = [DataRef("test-ood", t["name"], "test", t["root"]) for t in self.testsets]
+        if self.evaluation_only:
+            return [DataRef("id", self.dataset, "test", self.root), *test_refs]
         refs = [DataRef("id", self.dataset, split, self.root) for split in ("train", "test")]
         if self.outliers:
             refs.append(DataRef("outliers", self.outliers["name"], "train", self.outliers["root"]))
         else:
             refs.append(DataRef("val-ood", VAL_NOISE, "val", None))
-        refs += [DataRef("test-ood", t["name"], "test", t["root"]) for t in self.testsets]
-        return refs
+        return refs + test_refs
 
     def load(self, ref: DataRef) -> ImageTensors:
         return load_dataset(ref.name, ref.split, self.data_dir, root=ref.root, download=self.download)
@@ -377,6 +398,7 @@ class OODDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            generator=seeded_generator(self.seed, LOADER_STREAM),
         )
 
     @property

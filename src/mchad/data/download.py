@@ -10,6 +10,7 @@ interrupted is recognised and extracted again.
 
 from __future__ import annotations
 
+import glob
 import gzip
 import hashlib
 import logging
@@ -22,6 +23,7 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from filelock import FileLock
 
@@ -59,13 +61,18 @@ class RemoteFile:
         return (self.sha256 or self.md5).lower()
 
 
+def stream_digest(f: BinaryIO, algorithm: str) -> str:
+    """Hex digest of the rest of an open binary file, read in chunks."""
+    digest = hashlib.new(algorithm)
+    while chunk := f.read(CHUNK_BYTES):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
 def file_digest(path: Path, algorithm: str) -> str:
     """Hex digest of a file's bytes, read in chunks."""
-    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return stream_digest(f, algorithm)
 
 
 def mismatch(remote: RemoteFile, path: Path) -> str | None:
@@ -108,7 +115,8 @@ def fetch(remote: RemoteFile, dest_dir: str | Path, download: bool = True) -> Pa
 
     An existing file is verified, not downloaded again. A corrupted existing file is an
     error (it may be a copy placed there by hand), never silently replaced. With
-    ``download=False`` a missing file is an error naming both fixes.
+    ``download=False`` a missing file is an error naming both fixes. Temporary files of
+    earlier downloads that were killed are removed before downloading.
     """
     dest = Path(dest_dir) / remote.filename
     with file_lock(dest):
@@ -124,6 +132,9 @@ def fetch(remote: RemoteFile, dest_dir: str | Path, download: bool = True) -> Pa
                 f"{dest} not found: set data.download=true to download it from {remote.url}, "
                 "or point the data set's root at a local copy"
             )
+        # a run killed mid-download leaves its temporary file; under the lock none is still being written
+        for stale in dest.parent.glob(f".{glob.escape(dest.name)}.*.part"):
+            stale.unlink(missing_ok=True)
         log.info("downloading %s to %s", remote.url, dest)
         part = _download(remote.url, dest)
         problem = mismatch(remote, part)

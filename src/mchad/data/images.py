@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from mchad.errors import ConfigError
 
@@ -36,16 +36,30 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """One image file as uint8 (32, 32, 3) RGB."""
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        if image.size != (SIZE, SIZE):
-            image = image.resize((SIZE, SIZE), Image.Resampling.BILINEAR)
-        return np.asarray(image, dtype=np.uint8)
+    """One image file as uint8 (32, 32, 3) RGB.
+
+    A file PIL cannot decode, truncated ones included (PIL's default, which this keeps),
+    is a ConfigError naming the file.
+    """
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            if image.size != (SIZE, SIZE):
+                image = image.resize((SIZE, SIZE), Image.Resampling.BILINEAR)
+            return np.asarray(image, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        # PIL's message for an unknown format repeats the path
+        unknown = isinstance(error, UnidentifiedImageError)
+        reason = "unknown format or corrupt" if unknown else " ".join(str(error).split())
+        raise ConfigError(f"{path}: cannot read image ({reason}): remove or replace the file") from error
 
 
 def read_images(paths: Sequence[Path]) -> np.ndarray:
-    """Image files as uint8 (N, 32, 32, 3), decoded by a thread pool (PIL releases the GIL)."""
+    """Image files as uint8 (N, 32, 32, 3), decoded by a thread pool (PIL releases the GIL).
+
+    The first file in ``paths`` that cannot be decoded raises its ConfigError (see
+    :func:`read_image`); ``Executor.map`` cancels the decodes not yet started.
+    """
     out = np.empty((len(paths), SIZE, SIZE, 3), dtype=np.uint8)
 
     def decode(index: int) -> None:

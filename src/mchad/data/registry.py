@@ -17,8 +17,11 @@ torchvision and pytorch-ood) list. Giving ``root`` reads a local copy instead:
 Labels returned here are each set's own: class indices for classification sets, -1 for
 sets that are OOD by nature. Sizes other than 32x32 are resized (see
 :mod:`mchad.data.images`). A local copy is cached under a digest of its path
-(``<name>-local-<digest>``) and decoded once: after changing its files, delete those
-cache entries.
+(``<name>-local-<digest>``). Each cache entry records the fingerprint of what it was
+decoded from (see :meth:`Source.fingerprint`): for a local copy the relative path, size
+and modification time of each image file it reads; for a download the checksums the
+registry lists; for generated and bundled sets a constant. An entry whose source has
+changed since (an image added, removed or rewritten) is decoded again on its next use.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torchvision.datasets as tvd
 
-from mchad.data.cache import cached, read_cache
+from mchad.data.cache import Fingerprint, cached, open_cache
 from mchad.data.download import RemoteFile, extract, fetch, file_lock
 from mchad.data.images import list_images, read_class_tree, read_images, to_rgb32
 from mchad.data.tensors import OOD_LABEL, ImageTensors
@@ -52,6 +55,30 @@ def seeded_subset(n: int, size: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).permutation(n)[:size])
 
 
+def path_fingerprint(path: Path) -> Fingerprint:
+    """A local file by its size and modification time; a folder by those and the relative path of each image in it.
+
+    Cheap (no file is read), and it changes when a file is added, removed or rewritten.
+    """
+    if path.is_file():
+        stat = path.stat()
+        return Fingerprint(f"file {path}", f"{stat.st_size}-{stat.st_mtime_ns}")
+    digest = hashlib.sha256()
+    for image in list_images(path):
+        stat = image.stat()
+        # NUL cannot occur in a file name, so the records cannot run into each other
+        digest.update(f"{image.relative_to(path).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    return Fingerprint(f"image folder {path}", digest.hexdigest())
+
+
+def remote_fingerprint(remotes: list[RemoteFile]) -> Fingerprint:
+    """Downloaded files by the checksums the registry lists for them."""
+    return Fingerprint(
+        "download of " + ", ".join(remote.filename for remote in remotes),
+        " ".join(f"{remote.algorithm}:{remote.checksum}" for remote in remotes),
+    )
+
+
 def read_ood_folder(folder: Path, subset: int | None = None) -> Arrays:
     """Every image under ``folder`` (or a seeded subset of ``subset`` of them), labelled -1."""
     paths = list_images(folder)
@@ -66,7 +93,8 @@ class Source(ABC):
     """One data set: its name, its splits, and how to turn its files into arrays.
 
     ``version`` is part of the cache file name; bump it when the decoding changes so old
-    cache entries are rebuilt.
+    cache entries are rebuilt. A change of what the decoding reads is caught by
+    :meth:`fingerprint` and :meth:`local_fingerprint` instead.
     """
 
     splits: tuple[str, ...] | None = ("test",)
@@ -83,9 +111,25 @@ class Source(ABC):
     def load(self, split: str, folder: Path, download: bool) -> Arrays:
         """Decode ``split`` from the files in ``folder`` (``<data_dir>/<name>``), fetching them if allowed."""
 
+    def remotes(self, split: str) -> list[RemoteFile]:
+        """The files :meth:`load` fetches for ``split``."""
+        return []
+
+    def fingerprint(self, split: str) -> Fingerprint:
+        """What :meth:`load` decodes ``split`` from: the checksums of :meth:`remotes`."""
+        return remote_fingerprint(self.remotes(split))
+
+    def local_input(self, split: str, root: Path) -> Path:
+        """The file or folder of the local copy at ``root`` that ``split`` is decoded from."""
+        return root
+
+    def local_fingerprint(self, split: str, root: Path) -> Fingerprint:
+        """What :meth:`load_local` decodes ``split`` from: the files of :meth:`local_input`."""
+        return path_fingerprint(self.local_input(split, root))
+
     def load_local(self, split: str, root: Path) -> Arrays:
         """Decode ``split`` from a local copy at ``root``; by default every image under it, label -1."""
-        return read_ood_folder(root)
+        return read_ood_folder(self.local_input(split, root))
 
 
 class ClassTreeSource(Source):
@@ -93,14 +137,17 @@ class ClassTreeSource(Source):
 
     splits = ("train", "test")
 
-    def load_local(self, split: str, root: Path) -> Arrays:
+    def local_input(self, split: str, root: Path) -> Path:
         folder = root / split
         if not folder.is_dir():
             raise ConfigError(
                 f"{folder} does not exist: {self.name} root must hold {split}/<class>/<image> files "
                 "(or set root=null to download the data set)"
             )
-        return read_class_tree(folder)
+        return folder
+
+    def load_local(self, split: str, root: Path) -> Arrays:
+        return read_class_tree(self.local_input(split, root))
 
 
 def _open_torchvision(name: str, open_dataset: Callable[[], object]) -> object:
@@ -120,10 +167,13 @@ class CifarSource(ClassTreeSource):
         super().__init__(name)
         self.dataset_class = dataset_class
 
+    def remotes(self, split: str) -> list[RemoteFile]:
+        cls = self.dataset_class
+        return [RemoteFile(cls.url, cls.filename, md5=cls.tgz_md5)]
+
     def load(self, split: str, folder: Path, download: bool) -> Arrays:
         cls = self.dataset_class
-        archive = fetch(RemoteFile(cls.url, cls.filename, md5=cls.tgz_md5), folder, download)
-        extract(archive, folder)
+        extract(fetch(self.remotes(split)[0], folder, download), folder)
         data = _open_torchvision(self.name, lambda: cls(str(folder), train=split == "train", download=False))
         return np.ascontiguousarray(data.data), np.asarray(data.targets, dtype=np.int64)
 
@@ -131,9 +181,12 @@ class CifarSource(ClassTreeSource):
 class SvhnSource(ClassTreeSource):
     """SVHN cropped digits (32x32 .mat files); torchvision maps the label 10 of digit 0 to 0."""
 
-    def load(self, split: str, folder: Path, download: bool) -> Arrays:
+    def remotes(self, split: str) -> list[RemoteFile]:
         url, filename, md5 = tvd.SVHN.split_list[split]
-        fetch(RemoteFile(url, filename, md5=md5), folder, download)
+        return [RemoteFile(url, filename, md5=md5)]
+
+    def load(self, split: str, folder: Path, download: bool) -> Arrays:
+        fetch(self.remotes(split)[0], folder, download)
         data = _open_torchvision(self.name, lambda: tvd.SVHN(str(folder), split=split, download=False))
         return np.ascontiguousarray(data.data.transpose(0, 2, 3, 1)), np.asarray(data.labels, dtype=np.int64)
 
@@ -145,11 +198,15 @@ class MnistSource(ClassTreeSource):
         super().__init__(name)
         self.dataset_class = dataset_class
 
+    def remotes(self, split: str) -> list[RemoteFile]:
+        cls = self.dataset_class
+        return [RemoteFile(cls.mirrors[0] + filename, filename, md5=md5) for filename, md5 in cls.resources]
+
     def load(self, split: str, folder: Path, download: bool) -> Arrays:
         cls = self.dataset_class
         raw = folder / cls.__name__ / "raw"
-        for filename, md5 in cls.resources:
-            extract(fetch(RemoteFile(cls.mirrors[0] + filename, filename, md5=md5), raw, download), raw)
+        for remote in self.remotes(split):
+            extract(fetch(remote, raw, download), raw)
         data = _open_torchvision(self.name, lambda: cls(str(folder), train=split == "train", download=False))
         return to_rgb32(data.data.numpy()), data.targets.numpy().astype(np.int64)
 
@@ -165,12 +222,15 @@ class ArchiveSource(Source):
         self.remote = remote
         self.subset = subset
 
+    def remotes(self, split: str) -> list[RemoteFile]:
+        return [self.remote]
+
     def load(self, split: str, folder: Path, download: bool) -> Arrays:
         extract(fetch(self.remote, folder, download), folder)
         return read_ood_folder(folder, self.subset)
 
     def load_local(self, split: str, root: Path) -> Arrays:
-        return read_ood_folder(root, self.subset)
+        return read_ood_folder(self.local_input(split, root), self.subset)
 
 
 class TinyImages300kSource(Source):
@@ -187,11 +247,15 @@ class TinyImages300kSource(Source):
         md5="64ca64357de98351f28454274a112dc3",
     )
 
+    def remotes(self, split: str) -> list[RemoteFile]:
+        return [self.remote]
+
     def load(self, split: str, folder: Path, download: bool) -> Arrays:
         return self._read_npy(fetch(self.remote, folder, download))
 
     def load_local(self, split: str, root: Path) -> Arrays:
-        return self._read_npy(root) if root.suffix == ".npy" else read_ood_folder(root)
+        path = self.local_input(split, root)
+        return self._read_npy(path) if path.suffix == ".npy" else read_ood_folder(path)
 
     @staticmethod
     def _read_npy(path: Path) -> Arrays:
@@ -205,12 +269,19 @@ class ImageFolderSource(Source):
     """Any folder of images; needs ``root``."""
 
     splits = None
+    needs_root = "imagefolder needs a root: set the data set's root to a folder of <class>/<image> files"
+
+    def fingerprint(self, split: str) -> Fingerprint:
+        raise ConfigError(self.needs_root)
 
     def load(self, split: str, folder: Path, download: bool) -> Arrays:
-        raise ConfigError("imagefolder needs a root: set the data set's root to a folder of <class>/<image> files")
+        raise ConfigError(self.needs_root)
+
+    def local_input(self, split: str, root: Path) -> Path:
+        return root / split if (root / split).is_dir() else root
 
     def load_local(self, split: str, root: Path) -> Arrays:
-        return read_class_tree(root / split if (root / split).is_dir() else root)
+        return read_class_tree(self.local_input(split, root))
 
 
 def gaussian_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -240,13 +311,16 @@ class NoiseSource(Source):
         super().__init__(name)
         self.draw = draw
 
+    def fingerprint(self, split: str) -> Fingerprint:
+        return Fingerprint(f"{self.name} noise", f"{self.draw.__name__} v{self.version}")
+
     def load(self, split: str, folder: Path, download: bool) -> Arrays:
         rng = np.random.default_rng(zlib.crc32(f"{self.name}/{split}".encode()))
         shape = (self.chunk, 32, 32, 3)
         chunks = [self.draw(rng, shape) for _ in range(self.length // self.chunk)]
         return np.concatenate(chunks), ood_labels(self.length)
 
-    def load_local(self, split: str, root: Path) -> Arrays:
+    def local_input(self, split: str, root: Path) -> Path:
         raise ConfigError(f"{self.name} noise is generated, it takes no root: set its root to null")
 
 
@@ -266,6 +340,9 @@ class DigitsSource(Source):
         self.ood = ood
         self.splits = ("test",) if ood else ("train", "test")
 
+    def fingerprint(self, split: str) -> Fingerprint:
+        return Fingerprint("scikit-learn's bundled digits", f"load_digits v{self.version}")
+
     def load(self, split: str, folder: Path, download: bool) -> Arrays:
         # imported here: scikit-learn takes a second to import and only this set needs it
         from sklearn.datasets import load_digits
@@ -283,7 +360,7 @@ class DigitsSource(Source):
         chosen = np.sort(order[:n_train] if split == "train" else order[n_train:])
         return to_rgb32(images[chosen]), labels[chosen]
 
-    def load_local(self, split: str, root: Path) -> Arrays:
+    def local_input(self, split: str, root: Path) -> Path:
         raise ConfigError(f"{self.name} is bundled with scikit-learn, it takes no root: set its root to null")
 
 
@@ -349,16 +426,20 @@ def load_dataset(
     """Data set ``name``'s ``split`` as uint8 image and int64 label tensors (see module docstring).
 
     Fetching, extraction and decoding happen once, under a lock per cache entry, so
-    parallel runs wait for the first one instead of repeating its work.
+    parallel runs wait for the first one instead of repeating its work. The source's
+    fingerprint is taken before the decoding, so files that change while it runs make
+    the next call decode again.
     """
     source = get_source(name)
     source.check_split(split)
     local = Path(root).expanduser() if root is not None else None
     if local is not None and not local.exists():
         raise ConfigError(f"root={local} for data set {name} does not exist: point it at a local copy or set it to null")
+    fingerprint = source.local_fingerprint(split, local) if local is not None else source.fingerprint(split)
     cache_dir = Path(data_dir).expanduser() / CACHE_FOLDER
     key = cache_name(name, local)
-    tensors = read_cache(cache_dir, key, split, source.version)
+    # checked without the lock, and quietly: an invalid entry is reported once, by cached() under the lock
+    tensors, _ = open_cache(cache_dir, key, split, source.version, fingerprint)
     if tensors is not None:
         return tensors
     folder = Path(data_dir).expanduser() / name
@@ -368,5 +449,6 @@ def load_dataset(
             key,
             split,
             source.version,
+            fingerprint,
             lambda: source.load_local(split, local) if local is not None else source.load(split, folder, download),
         )

@@ -59,6 +59,10 @@ def write_results(rows: Sequence[dict], path: str | os.PathLike) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # mkstemp makes the file 0600; results are for colleagues and reports too, as the umask allows
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_name, 0o666 & ~umask)
     try:
         with os.fdopen(handle, "w", newline="") as tmp:
             writer = csv.DictWriter(tmp, fieldnames=RESULT_COLUMNS)

@@ -9,6 +9,16 @@ and the batched on-device augmentation. A training step is
 and every term is logged as ``Loss/<term>/train``. Methods never see the loop:
 they only map embeddings to outputs, losses, predictions and scores.
 
+A loss term that is NaN or infinite stops the run with :class:`~mchad.errors.TrainingDiverged`
+naming the step and the term. The check reads nothing back per step (the first bad step
+is recorded on the device): it is read every ``trainer.log_every_n_steps`` batches, at
+the end of each epoch and before any checkpoint is written, so no checkpoint ever holds
+a diverged model.
+
+Every checkpoint carries the global random states (torch CPU and CUDA, NumPy, Python),
+which dropout and user code draw from, and restores them on resume; the data path
+draws from generators of its own (:mod:`mchad.data.augment`, :mod:`mchad.data.datamodule`).
+
 Validation runs on the ID validation split and one OOD validation set and logs
 ``Accuracy/val``, ``Loss/<term>/val`` and ``<score>/<metric>/val``. Testing
 passes every image of the ID test set and of each OOD test set through the
@@ -18,15 +28,18 @@ result row per (OOD set, score) with :func:`mchad.evaluation.evaluator.evaluate`
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
-from mchad.errors import ConfigError
+from mchad.errors import ConfigError, TrainingDiverged
 from mchad.evaluation.evaluator import evaluate
 from mchad.evaluation.metrics import METRIC_NAMES, ood_metrics
 from mchad.evaluation.running_accuracy import KnownClassAccuracy
@@ -43,6 +56,27 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 def concat_outputs(chunks: list[Outputs]) -> Outputs:
     """Concatenate per-batch output dicts along the batch dimension."""
     return {key: torch.cat([chunk[key] for chunk in chunks]) for key in chunks[0]}
+
+
+def rng_states() -> dict[str, Any]:
+    """The global random states, in types that ``torch.load(weights_only=True)`` reads back."""
+    numpy_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(numpy_state[1].astype(np.int64)), "rest": list(numpy_state[2:])},
+        "python": random.getstate(),
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what :func:`rng_states` returned."""
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    np.random.set_state(("MT19937", states["numpy"]["keys"].numpy().astype(np.uint32), *states["numpy"]["rest"]))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
 
 
 class OODModule(pl.LightningModule):
@@ -64,6 +98,8 @@ class OODModule(pl.LightningModule):
             that ``python -m mchad.report --gif`` makes).
         projector: after testing, put the ID test embeddings and a sample of every OOD set
             into TensorBoard's embedding projector.
+        architecture: what the weights fit (backbone config, method, sizes), kept in the
+            checkpoint so that loading it into another model can say expected vs found.
     """
 
     def __init__(
@@ -78,6 +114,7 @@ class OODModule(pl.LightningModule):
         embedding_plots: bool = False,
         projector: bool = False,
         projector_samples: int = 1000,
+        architecture: dict | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["backbone", "method", "augment"])
@@ -98,18 +135,20 @@ class OODModule(pl.LightningModule):
         self._test_outputs: dict[int, list[Outputs]] = defaultdict(list)
         self._test_labels: list[Tensor] = []
         self.test_rows: list[dict] = []
+        # (step, term index, value) of the first non-finite loss term; step -1 = none yet
+        self._nonfinite: Tensor | None = None
+        self._term_names: list[str] = []
 
     def forward(self, x: Tensor) -> Outputs:
         return self.method(self.backbone(x))
 
-    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
-        x, y = batch
-        training = self._trainer is not None and self.trainer.training
-        return self.augment(x, train=training), y
-
     def _step_loss(self, out: Outputs, y: Tensor, stage: str) -> Tensor:
         terms = self.method.loss(out, y)
-        total = torch.stack(list(terms.values())).sum()
+        values = torch.stack(list(terms.values()))
+        total = values.sum()
+        if stage == "train":
+            self._term_names = list(terms)
+            self._record_nonfinite(values.detach())
         for name, value in terms.items():
             self.log(f"Loss/{name}/{stage}", value, on_step=stage == "train", on_epoch=True, add_dataloader_idx=False)
         # Lightning turns per-step progress-bar values into numbers after every batch (a host sync);
@@ -118,9 +157,32 @@ class OODModule(pl.LightningModule):
                  add_dataloader_idx=False)
         return total
 
+    def _record_nonfinite(self, values: Tensor) -> None:
+        """Remember the first step with a NaN / infinite term, on the device (no host sync)."""
+        if self._nonfinite is None:
+            self._nonfinite = torch.full((3,), -1.0, dtype=torch.float64, device=values.device)
+        bad = ~torch.isfinite(values)
+        term = bad.int().argmax()
+        found = torch.stack([torch.full((), self.global_step, dtype=torch.float64, device=values.device),
+                             term.double(), values.gather(0, term.view(1))[0].double()])
+        self._nonfinite = torch.where(bad.any() & (self._nonfinite[0] < 0), found, self._nonfinite)
+
+    def check_finite(self) -> None:
+        """Raise :class:`TrainingDiverged` if a loss term was ever NaN or infinite (one host read)."""
+        if self._nonfinite is None:
+            return
+        step, term, value = self._nonfinite.tolist()
+        if step >= 0:
+            name = self._term_names[int(term)]
+            raise TrainingDiverged(
+                f"the loss term '{name}' became {value} at training step {int(step)}: the run diverged; "
+                f"lower model.lr (now {self.hparams.lr}) or check the data, then start again "
+                "(the checkpoints written before that step are kept)"
+            )
+
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         x, y = batch
-        out = self(x)
+        out = self(self.augment(x, train=True, key=(self.current_epoch, batch_idx)))
         loss = self._step_loss(out, y, "train")
         self.train_accuracy.update(self.method.predict(out), y)
         self.log("Accuracy/train", self.train_accuracy, on_step=False, on_epoch=True, prog_bar=True)
@@ -129,8 +191,21 @@ class OODModule(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.method.on_train_epoch_start()
 
+    def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
+        if (batch_idx + 1) % max(1, self.trainer.log_every_n_steps) == 0:
+            self.check_finite()
+
     def on_train_epoch_end(self) -> None:
+        self.check_finite()
         self.method.on_train_epoch_end()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.check_finite()
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "rng_states" in checkpoint:
+            set_rng_states(checkpoint["rng_states"])
 
     def _keep_embeddings(self, dataloader_idx: int, z: Tensor, y: Tensor) -> None:
         self._embeddings[dataloader_idx].append((z.detach(), y))
@@ -141,7 +216,7 @@ class OODModule(pl.LightningModule):
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         x, y = batch
-        z = self.backbone(x)
+        z = self.backbone(self.augment(x, train=False))
         out = self.method(z)
         if self.hparams.embedding_plots and z.shape[1] == 2:
             self._keep_embeddings(dataloader_idx, z, y)
@@ -186,7 +261,7 @@ class OODModule(pl.LightningModule):
 
     def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         x, y = batch
-        z = self.backbone(x)
+        z = self.backbone(self.augment(x, train=False))
         self._test_outputs[dataloader_idx].append({k: v.detach() for k, v in self.method(z).items()})
         if dataloader_idx == 0:
             self._test_labels.append(y)

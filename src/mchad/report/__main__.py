@@ -14,6 +14,10 @@ Writes into OUT:
 Without ``--score`` every score of every method is a row and none is singled out. ``--score distance``
 keeps only the ``distance`` rows of the methods that have that score; ``--score softmax=msp`` picks the
 score of one method. Both may be given together and repeated.
+
+Bad input (a directory that does not exist, ``--out`` naming a file, a ``--score`` that is not in the
+results) ends with one line ``error: <what was wrong>: <how to fix it>`` on stderr and exit status 2;
+no complete run under the directories ends with an ``error:`` line and exit status 1.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mchad.cli import fail
 from mchad.errors import ConfigError
 from mchad.report.plots import auroc_boxplot
 from mchad.report.runs import COMPLETE, FAILED, INCOMPLETE, find_runs, read_runs
@@ -34,6 +39,19 @@ from mchad.visualize import FRAME_PATTERN, frames_to_gif
 STD_NOTE = "std is the sample standard deviation (n - 1); n_seeds counts runs."
 SUMMARY_NOTE = f"Mean ± std over runs (seeds) of each run's mean over its OOD test sets, in percent; {STD_NOTE}"
 PER_OOD_NOTE = f"Mean ± std over runs (seeds) on each OOD test set, in percent; {STD_NOTE}"
+
+PROG = "python -m mchad.report"
+EXAMPLES = f"""\
+Writes summary.csv and summary.md (mean and std over seeds, in percent; incomplete and failed
+runs are listed, never averaged), per_ood/<dataset>.md and auroc_<dataset>.png into OUT.
+Exit status: 0 when the report is written, 1 when no run under DIR is complete, 2 for bad input.
+
+examples:
+  {PROG} logs/multiruns/default --out report/
+  {PROG} logs/multiruns/paper --out report/ --latex
+  {PROG} logs/multiruns/paper --out report/ --score distance --score softmax=msp
+  {PROG} logs/multiruns/default --out report/ --gif    # runs trained with model.embedding_plots=true
+"""
 
 
 def _not_averaged(runs: pd.DataFrame) -> list[str]:
@@ -96,11 +114,17 @@ def write_gifs(runs: pd.DataFrame, out: Path) -> list[Path]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m mchad.report",
+        prog=PROG,
         description="Aggregate the results.csv files of many runs into mean/std tables and AUROC box plots.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("dirs", nargs="+", type=Path, help="sweep or run directories, searched recursively")
-    parser.add_argument("--out", required=True, type=Path, help="folder for the report files (created)")
+    parser.add_argument(
+        "dirs", nargs="+", type=Path, metavar="DIR", help="sweep or run directories, searched recursively"
+    )
+    parser.add_argument(
+        "--out", required=True, type=Path, metavar="OUT", help="folder for the report files (created)"
+    )
     parser.add_argument("--latex", action="store_true", help="also write summary.tex (booktabs)")
     parser.add_argument("--gif", action="store_true", help="also animate the 2-D embedding frames of each run")
     parser.add_argument(
@@ -115,9 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
+        if args.out.exists() and not args.out.is_dir():
+            raise ConfigError(f"--out {args.out} is a file: pass a folder for the report files, e.g. --out report/")
         runs = find_runs(args.dirs)
         counts = runs["status"].value_counts()
         print(", ".join(f"{counts.get(status, 0)} {status}" for status in (COMPLETE, INCOMPLETE, FAILED)) + " runs")
@@ -133,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.gif:
             written += write_gifs(runs, args.out)
     except ConfigError as error:
-        parser.error(str(error))
+        sys.stdout.flush()
+        fail(str(error))
     print(f"wrote {len(written)} files to {args.out}/: " + ", ".join(str(p.relative_to(args.out)) for p in written))
     return 0
 

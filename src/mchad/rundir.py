@@ -1,0 +1,182 @@
+"""A run directory that holds one run: a lock, the config fingerprint, provenance, cleanup.
+
+A run directory belongs to one process at a time (:func:`lock`), and to one config for
+its whole life (:func:`check_fingerprint`): the first start writes ``fingerprint.yaml``,
+the config keys that decide the run's numbers, flattened; a later start (resume, or a
+sweep that skips a finished job) with any of those keys changed is refused, naming them,
+and nothing in the directory is rewritten. ``provenance.json`` records what else
+decides the numbers: code version, library versions, device, threads, determinism.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from mchad.errors import ConfigError
+
+LOCK_FILE = ".lock"
+FINGERPRINT_FILE = "fingerprint.yaml"
+PROVENANCE_FILE = "provenance.json"
+
+NOT_IN_FINGERPRINT = (
+    "hydra", "paths", "logger", "callbacks", "tag", "ckpt_path", "data.num_workers", "data.download", "data.root",
+    "data.outliers.root", "trainer.log_every_n_steps", "trainer.enable_progress_bar", "trainer.enable_model_summary",
+    "model.embedding_plots", "model.projector",
+)  # fmt: skip
+"""Keys that change where things are read and written or what is shown, never a number."""
+
+
+@contextmanager
+def lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir`` for this process; a second process fails at once, naming the holder.
+
+    An OS file lock (``flock``) dies with its process, so the lock of a killed run is
+    free for the next start without any stale-lock handling.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_FILE
+    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = path.read_text().strip() or "?"
+            raise ConfigError(
+                f"run directory {run_dir} is in use by process {holder}: wait for it to finish, or give this run "
+                "another directory (hydra.run.dir=...)"
+            ) from None
+        os.ftruncate(handle, 0)
+        os.write(handle, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(handle)
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}, "c": [2]}`` -> ``{"a.b": 1, "c": [2]}``; lists stay values."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def fingerprint(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config keys that decide a run's numbers, flattened and sorted."""
+    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
+    kept = {k: v for k, v in flat.items() if not any(k == x or k.startswith(x + ".") for x in NOT_IN_FINGERPRINT)}
+    return dict(sorted(kept.items()))
+
+
+def holds_a_run(run_dir: Path) -> bool:
+    """Whether the directory holds something a run produced: a checkpoint or results."""
+    return any((run_dir / "checkpoints").glob("*.ckpt")) or (run_dir / "results.csv").exists()
+
+
+def check_fingerprint(run_dir: Path, cfg: DictConfig) -> None:
+    """Refuse to continue or skip a run made with other result-deciding config values.
+
+    A directory that holds no run yet (no checkpoint, no results) takes the new config.
+    """
+    path = run_dir / FINGERPRINT_FILE
+    current = fingerprint(cfg)
+    if holds_a_run(run_dir) and path.exists():
+        recorded = OmegaConf.to_container(OmegaConf.load(path))
+        differing = sorted(k for k in current.keys() | recorded.keys() if current.get(k) != recorded.get(k))
+        if differing:
+            changes = ", ".join(f"{k}: {recorded.get(k)!r} -> {current.get(k)!r}" for k in differing[:5])
+            more = f" and {len(differing) - 5} more" if len(differing) > 5 else ""
+            raise ConfigError(
+                f"run directory {run_dir} holds a run made with another config ({changes}{more}): repeat the "
+                "original command to resume or skip it, or start a new run in another directory (hydra.run.dir=...)"
+            )
+        return
+    OmegaConf.save(OmegaConf.create(current), path)
+
+
+def remove_unfinished(run_dir: Path) -> None:
+    """Remove a run directory that a failed first start left holding no run.
+
+    Also the Hydra log inside it: a directory without checkpoints or results would only
+    mislead a later report or a colleague.
+    """
+    if run_dir.is_dir() and not holds_a_run(run_dir):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def remove_orphans(run_dir: Path) -> None:
+    """Delete temporary files that a killed writer left behind (the caller holds the lock)."""
+    for orphan in run_dir.glob(".*.tmp"):
+        orphan.unlink(missing_ok=True)
+
+
+def code_version() -> dict[str, Any]:
+    """The git commit of this source tree and whether it had uncommitted changes, else the package version."""
+    source = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, check=True)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
+                                capture_output=True, text=True, check=True)  # fmt: skip
+        return {"git_commit": commit.stdout.strip(), "git_dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.CalledProcessError):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return {"package_version": version("mchad")}
+        except PackageNotFoundError:
+            return {"package_version": "unknown"}
+
+
+def peak_host_memory_mb() -> float:
+    """This process's peak resident memory (VmHWM), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def provenance(cfg: DictConfig, device: str) -> dict[str, Any]:
+    """What decides a run's numbers besides its config: code, libraries, device, threads, determinism."""
+    import pytorch_lightning
+
+    cuda = torch.cuda.is_available() and device.startswith("cuda")
+    return {
+        **code_version(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pytorch_lightning": pytorch_lightning.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "device": device,
+        "device_name": torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "deterministic": bool(cfg.trainer.get("deterministic")),
+        "seed": cfg.seed,
+        "host": socket.gethostname(),
+        "command": sys.argv,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def write_provenance(run_dir: Path, record: dict[str, Any]) -> None:
+    """Write ``provenance.json`` atomically, readable by everyone the umask allows."""
+    path = run_dir / PROVENANCE_FILE
+    tmp = run_dir / f".{PROVENANCE_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
