@@ -19,7 +19,7 @@ quickstart: install
 	$(PY) run.py experiment=quickstart
 
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 test-slow: install
 	$(PY) -m pytest -m "slow"

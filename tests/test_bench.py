@@ -1,13 +1,18 @@
-"""The benchmark harness's own arithmetic: the seeds-per-device aggregation, best-of summaries, the vmapped members."""
+"""The benchmark harness's own arithmetic: the seeds-per-device aggregation, best-of summaries, the vmapped members,
+the metrics benchmark's ratio to np.sort."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import statistics
 
 import pytest
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
+from bench import metrics as metrics_benchmark
+from bench.options import make_options
 from bench.report import Result, format_rounds
 from bench.seeds_per_device import Member, aggregate_rate
 from mchad.methods.mchad import MCHAD
@@ -58,3 +63,13 @@ def test_vmapped_members_give_each_member_its_own_loss_and_gradients():
         # BatchNorm's running statistics too
         for name, buffer in member.named_buffers():
             torch.testing.assert_close(buffers[name][j], buffer)
+
+
+def test_metrics_benchmark_reports_ours_against_one_np_sort_per_round():
+    options = dataclasses.replace(make_options("cpu", threads=1), metric_scores=2_000)
+    result = metrics_benchmark.run(options, paths=None)
+    for row in result.rounds:
+        assert row["ours_vs_np_sort"] == pytest.approx(row["ours"] / row["np_sort"])
+    assert result.details["ours_vs_np_sort"] == statistics.median(r["ours_vs_np_sort"] for r in result.rounds)
+    assert result.details["ours_vs_np_sort_met"] == (result.details["ours_vs_np_sort"] <= metrics_benchmark.SORT_TARGET)
+    assert "np.sort" in format_rounds(result)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,6 +17,7 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
+@pytest.mark.slow  # the fast suite has the same through a dying job: tests/test_faults.py
 def test_sweep_with_a_failing_job_finishes_the_others_and_reruns_only_what_is_missing(tmp_path):
     common = ["-m", "experiment=quickstart", "trainer.max_epochs=1", "logger=none", "callbacks=none",
               "test_checkpoint=current", "tag=t"]

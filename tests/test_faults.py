@@ -187,10 +187,10 @@ def test_a_diverging_loss_stops_with_one_line_and_no_results(tmp_path):
 
 
 def test_a_dying_sweep_job_fails_alone_and_a_rerun_finishes_only_it(tmp_path):
-    sweep = ["-m", *SHORT[:1], "seed=1,2", *SHORT[3:], "trainer.max_epochs=2", "tag=t",
+    sweep = ["-m", *SHORT[:1], "seed=1,2", *SHORT[3:], "trainer.max_epochs=1", "tag=t",
              "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]  # fmt: skip
     sweep_dir = tmp_path / "logs" / "multiruns" / "t" / "quickstart"
-    rest = "test_checkpoint=current,threads=1,trainer.limit_test_batches=1,trainer.max_epochs=2"
+    rest = "test_checkpoint=current,threads=1,trainer.limit_test_batches=1,trainer.max_epochs=1"
     one, two = (sweep_dir / f"seed={seed},{rest}" for seed in (1, 2))
     process = start(tmp_path, *sweep)
     wait_for(lambda: lock_holder(one) is not None, what="the seed=1 job's process")
@@ -210,6 +210,6 @@ def test_a_dying_sweep_job_fails_alone_and_a_rerun_finishes_only_it(tmp_path):
     assert (one / "results.csv").exists() and not (one / "error.txt").exists()
 
     # the same job as a single run, with the same threads, gives the same numbers
-    single = run(tmp_path, *SHORT[:1], "seed=2", *SHORT[3:], "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 's'}")
+    single = run(tmp_path, *SHORT[:1], "seed=2", *SHORT[3:], "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 's'}")
     assert single.returncode == 0, single.stderr[-3000:]
     assert metric_bytes(tmp_path / "s" / "results.csv") == metric_bytes(two / "results.csv")

@@ -1,4 +1,8 @@
-"""ood_metrics against pytorch-ood 0.4.0's OODMetrics and scikit-learn, on the cases where they could differ."""
+"""ood_metrics against pytorch-ood 0.4.0's OODMetrics and scikit-learn, on the cases where they could differ.
+
+Float64 scores take the CPU path's binary search, float32 scores its merge; both must
+equal the torch path (the one GPUs take) to the bit.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from sklearn.metrics import average_precision_score
 
 from bench.metrics import sklearn_metrics as sklearn_oracle
 
+from mchad.evaluation import metrics
 from mchad.evaluation.metrics import METRIC_NAMES, accuracy, ood_metrics
 from mchad.evaluation.running_accuracy import KnownClassAccuracy
 
@@ -58,18 +63,66 @@ def sklearn_metrics(id_scores: torch.Tensor, ood_scores: torch.Tensor) -> dict[s
     return sklearn_oracle(id_scores.double().numpy(), ood_scores.double().numpy())
 
 
+def torch_path_metrics(id_scores: torch.Tensor, ood_scores: torch.Tensor) -> dict[str, float]:
+    """What ood_metrics computes on a GPU (one torch.sort of the pooled scores), here on the CPU."""
+    dtype = torch.promote_types(id_scores.dtype, ood_scores.dtype)
+    id_scores, ood_scores = id_scores.reshape(-1).to(dtype), ood_scores.reshape(-1).to(dtype)
+    return metrics._metrics(id_scores.numel(), ood_scores.numel(), *metrics._parts_from_pooled_sort(id_scores, ood_scores))
+
+
+@pytest.mark.parametrize("dtype", [None, torch.float32], ids=["as-is", "float32"])
 @pytest.mark.parametrize("case", CASES)
-def test_equals_pytorch_ood(case):
-    id_scores, ood_scores = CASES[case]
+def test_equals_pytorch_ood(case, dtype):
+    id_scores, ood_scores = (scores.to(dtype or scores.dtype) for scores in CASES[case])
     ours = ood_metrics(id_scores, ood_scores)
     assert list(ours) == list(METRIC_NAMES)
     assert ours == pytest.approx(pytorch_ood_metrics(id_scores, ood_scores), abs=1e-6)
+    assert ours == torch_path_metrics(id_scores, ood_scores)
 
 
+@pytest.mark.parametrize("dtype", [None, torch.float32], ids=["as-is", "float32"])
 @pytest.mark.parametrize("case", FINITE_CASES)
-def test_equals_sklearn(case):
-    id_scores, ood_scores = CASES[case]
+def test_equals_sklearn(case, dtype):
+    id_scores, ood_scores = (scores.to(dtype or scores.dtype) for scores in CASES[case])
     assert ood_metrics(id_scores, ood_scores) == pytest.approx(sklearn_metrics(id_scores, ood_scores), abs=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.int64])
+@pytest.mark.parametrize("sizes", [(3000, 2000), (2000, 3000), (1, 500), (500, 1)])
+def test_cpu_path_is_bit_identical_to_the_torch_path(sizes, dtype, monkeypatch):
+    """Scores with two decimals (ties within and across the sets), and cut into many small ranges."""
+    generator = torch.Generator().manual_seed(sum(sizes))
+    n_id, n_ood = sizes
+    id_scores = (torch.randn(n_id, generator=generator) * 3).round(decimals=2)
+    ood_scores = (torch.randn(n_ood, generator=generator) * 3 + 1).round(decimals=2)
+    if dtype == torch.int64:
+        id_scores, ood_scores = id_scores * 100, ood_scores * 100
+    id_scores, ood_scores = id_scores.to(dtype), ood_scores.to(dtype)
+    expected = torch_path_metrics(id_scores, ood_scores)
+    assert ood_metrics(id_scores, ood_scores) == expected
+    monkeypatch.setattr(metrics, "_RANGE", 7)
+    assert ood_metrics(id_scores, ood_scores) == expected
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_path_is_bit_identical_on_all_equal_and_special_scores(dtype, monkeypatch):
+    monkeypatch.setattr(metrics, "_RANGE", 2)
+    special = torch.tensor([-0.0, 0.0, -math.inf, math.inf, 1.0, -1.0, 1e-45, -1e-45, 3.4e38, -3.4e38])
+    generator = torch.Generator().manual_seed(5)
+    for id_scores, ood_scores in [
+        (torch.full((50,), 3.0), torch.full((70,), 3.0)),
+        (torch.full((7,), -0.0), torch.full((3,), 0.0)),
+        (special, special.flip(0)),
+        (special[torch.randint(0, 10, (300,), generator=generator)], special[torch.randint(0, 10, (200,), generator=generator)]),
+    ]:
+        id_scores, ood_scores = id_scores.to(dtype), ood_scores.to(dtype)
+        assert ood_metrics(id_scores, ood_scores) == torch_path_metrics(id_scores, ood_scores)
+
+
+def test_smallest_count_at_level_matches_the_float_comparison():
+    for n in range(1, 3000):
+        t = metrics._smallest_count_at_level(n)
+        assert t / n >= 0.95 and not (t - 1) / n >= 0.95
 
 
 def test_known_values():
@@ -153,3 +206,4 @@ def test_many_small_tied_sets():
         ours = ood_metrics(id_scores, ood_scores)
         assert ours == pytest.approx(pytorch_ood_metrics(id_scores, ood_scores), abs=1e-9)
         assert ours == pytest.approx(sklearn_metrics(id_scores, ood_scores), abs=1e-9)
+        assert ood_metrics(id_scores.float(), ood_scores.float()) == ours

@@ -81,6 +81,7 @@ def test_notebook_runs_on_a_synthetic_sweep(tmp_path, monkeypatch):
             assert shown == pytest.approx((stats[(metric, "mean")], stats[(metric, "std")]), abs=0.0051), (key, metric)
 
 
+@pytest.mark.slow  # the synthetic-sweep test above runs the same notebook code in the fast suite
 def test_notebook_runs_on_a_real_quickstart_sweep(tmp_path, monkeypatch):
     result = sweep(tmp_path, "seed=1,2")
     assert result.returncode == 0, result.stdout + result.stderr

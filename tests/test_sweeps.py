@@ -98,6 +98,7 @@ def test_ray_sweep_finishes_around_a_failing_job_and_reports(tmp_path):
     check_report(tmp_path / "logs" / "multiruns" / "t", tmp_path / "report")
 
 
+@pytest.mark.slow  # the fast suite sweeps with joblib in tests/test_faults.py (a dying job, rerun, skip)
 def test_joblib_sweep_then_rerun_skips_finished_runs_and_resumes_killed_ones(tmp_path):
     dirs = check_failed_sweep(
         sweep(tmp_path, *JOBLIB, *CHECKPOINTS_ONLY, "seed=1,2", "method.n_embedding=8,0"), tmp_path

@@ -50,7 +50,6 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)",
 
 RESULTS_FILE = "results.csv"
 RESOLVED_CONFIG_FILE = "config.yaml"
-TEST_CHECKPOINTS = ("best", "current")
 
 
 @dataclass
@@ -263,11 +262,13 @@ def best_checkpoint(trainer: pl.Trainer) -> str | None:
 
 
 def completed_epochs(state: dict[str, Any]) -> int:
-    """How many training epochs had finished when the checkpoint was written (its ``epoch`` is 0-based)."""
-    try:
-        return int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"])
-    except KeyError:
-        return int(state.get("epoch", -1)) + 1
+    """How many training epochs had finished when the checkpoint was written (its ``epoch`` is 0-based).
+
+    A checkpoint written after the last batch of epoch e (at validation end or epoch end,
+    before Lightning counts the epoch as completed) holds e + 1 completed epochs.
+    """
+    batches = state.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+    return int(state.get("epoch", -1)) + (1 if batches.get("is_last_batch", True) else 0)
 
 
 def apply_threads(cfg: DictConfig) -> None:
