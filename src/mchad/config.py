@@ -70,7 +70,7 @@ def compose(
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         hint = next((line for line in lines if line.startswith("To append")), "")
         raise ConfigError(
-            f"{lines[0]}: check the key's spelling ({hint or 'python run.py --cfg job prints every key'})"
+            f"{lines[0].rstrip('.')}: check the key's spelling ({hint or 'python run.py --cfg job prints every key'})"
         ) from None
     with open_dict(cfg):
         cfg.hydra.runtime.cwd = str(Path.cwd())
