@@ -33,7 +33,7 @@ N_CLASSES = 10
 
 
 def gmchad() -> MCHAD:
-    """The cifar10-gmchad head and loss (DESIGN.md)."""
+    """The cifar10-gmchad head and loss (docs/paper.md)."""
     return MCHAD(N_CLASSES, 16, weight_center=1.0, weight_ce=1.5, weight_oe=1e-5, margin=4.0)
 
 

@@ -39,7 +39,7 @@ def center_term(distances: Tensor, y: Tensor, radius: float = 0.0) -> Tensor:
 
     The mean runs over the masked ``|K| x C`` matrix (pytorch-ood's ``CenterLoss``),
     i.e. it is the per-sample center loss divided by ``C``; the paper weights were
-    tuned with this reduction (DESIGN.md). ``radius`` bounds the squared distance.
+    tuned with this reduction (docs/paper.md). ``radius`` bounds the squared distance.
     """
     known, _ = split_known(y)
     return masked_mean((true_class_distance(distances, y) - radius).relu(), known) / distances.shape[1]
