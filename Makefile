@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install quickstart test test-slow bench clean
+.PHONY: install quickstart test test-slow test-bench lint format bench clean
 
 $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,11 +18,25 @@ install: $(STAMP)
 quickstart: install
 	$(PY) run.py experiment=quickstart
 
-test: install
+test: install lint
 	$(PY) -m pytest -n 2 --dist loadfile
+	$(PY) -m pytest -n 2 --dist loadfile bench/tests
+
+# ruff (rules in pyproject.toml) and the layer check; CI runs it through `make test`
+lint: install
+	$(PY) -m ruff check src tests bench tools run.py eval.py
+	$(PY) -m ruff format --check src tests bench tools run.py eval.py
+	$(PY) tools/module_graph.py --check
+
+format: install
+	$(PY) -m ruff check --fix src tests bench tools run.py eval.py
+	$(PY) -m ruff format src tests bench tools run.py eval.py
 
 test-slow: install
 	$(PY) -m pytest -m "slow"
+
+test-bench: install
+	$(PY) -m pytest bench/tests
 
 bench: install
 	$(PY) -m bench

@@ -1,7 +1,6 @@
-"""Evaluate a checkpoint: python eval.py ckpt_path=RUN/checkpoints/best.ckpt [testsets=... ood_folders=[...]]."""
+"""Evaluate a checkpoint: python eval.py ckpt_path=RUN/checkpoints/best.ckpt [overrides] (= mchad-eval)."""
 
-from mchad.cli import launch
-from mchad.train import eval_run_dir_override, evaluate_checkpoint
+from mchad.cli.train import eval_main
 
 if __name__ == "__main__":
-    launch(evaluate_checkpoint, job_name="eval", defaults=eval_run_dir_override)
+    eval_main()

@@ -1,7 +1,6 @@
-"""Train and evaluate one configuration: python run.py experiment=cifar10-mchad [overrides]."""
+"""Train and evaluate one configuration: python run.py experiment=cifar10-mchad [overrides] (= mchad-train)."""
 
-from mchad.cli import launch
-from mchad.train import train
+from mchad.cli.train import train_main
 
 if __name__ == "__main__":
-    launch(train, job_name="run")
+    train_main()

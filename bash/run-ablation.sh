@@ -17,7 +17,7 @@
 # Environment: EXPERIMENT (default cifar10-gmchad), PYTHON, DRY_RUN=1 (print the commands only).
 # Report them all at once: the report averages the seeds of each variant (the overrides besides
 # the seed) into its own row, e.g.
-#   python -m mchad.report logs/multiruns/ablation --out report/ablation
+#   mchad-report logs/multiruns/ablation --out report/ablation
 # A sweep with failures does not stop the script; they are listed at the end (exit status 1).
 set -euo pipefail
 # shellcheck source=run-experiments.sh

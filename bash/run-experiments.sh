@@ -4,7 +4,7 @@
 #   python run.py -m experiment=<dataset>-<method> tag=paper seed='range(1,SEEDS+1)' [OVERRIDES...]
 #
 # so the runs land in logs/multiruns/paper/<dataset>-<method>/seed=<n>/ and
-# `python -m mchad.report logs/multiruns/paper --out report/` makes the table.
+# `mchad-report logs/multiruns/paper --out report/` makes the table.
 #
 # Usage: bash/run-experiments.sh [SEEDS] [OVERRIDES...]
 #   SEEDS      number of seeds, 1..SEEDS (default 6; also the env var SEEDS)

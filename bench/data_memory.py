@@ -58,7 +58,7 @@ def phase(name: str, data_dir: str, npy: str, queue: multiprocessing.Queue) -> N
     datamodule.prepare_data()
     datamodule.setup("fit")
     if name == "epoch":
-        for x, y in datamodule.train_dataloader():
+        for x, _ in datamodule.train_dataloader():
             assert x.shape == (384, 32, 32, 3)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     queue.put(
@@ -103,7 +103,9 @@ def main() -> None:
             f"{result['peak_minus_imports_mb']:7.1f} MB above the imports ({result['rss_after_imports_mb']:.1f} MB), "
             f"{result['seconds']:.1f} s"
         )
-    print(f"outliers: {N_IMAGES} images, uint8 size {UINT8_BYTES / 1e6:.1f} MB (float32: {4 * UINT8_BYTES / 1e6:.1f} MB)")
+    print(
+        f"outliers: {N_IMAGES} images, uint8 size {UINT8_BYTES / 1e6:.1f} MB (float32: {4 * UINT8_BYTES / 1e6:.1f} MB)"
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "n_outlier_images": N_IMAGES,

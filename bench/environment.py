@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import subprocess
-from datetime import datetime, timezone
+import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -33,7 +35,9 @@ def git_commit() -> str | None:
 def git_dirty() -> bool | None:
     """Whether tracked files differ from ``HEAD`` (the figures then belong to uncommitted code)."""
     try:
-        result = subprocess.run(["git", "--no-optional-locks", "diff", "--quiet", "HEAD", "--"], cwd=REPO, capture_output=True, timeout=10)
+        result = subprocess.run(
+            ["git", "--no-optional-locks", "diff", "--quiet", "HEAD", "--"], cwd=REPO, capture_output=True, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return {0: False, 1: True}.get(result.returncode)
@@ -70,7 +74,16 @@ def environment(device: torch.device) -> dict:
         "python": platform.python_version(),
         "git_commit": git_commit(),
         "git_dirty": git_dirty(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "load_average": load_average(),
         "note": CPU_NOTE if device.type == "cpu" else "",
     }
+
+
+def quiet() -> None:
+    """Keep the tables readable: Lightning's banners and hints say nothing about speed."""
+    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric", "mchad"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*The given NumPy array is not writable.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")

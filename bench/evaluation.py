@@ -19,12 +19,18 @@ from bench.timing import alternate, stopwatch
 from bench.training import contiguous_copy
 from bench.workload import BENCH_DATA, DataPaths, build_seeded_run, compose_config, describe, load
 from mchad.evaluation.metrics import METRIC_NAMES
-from mchad.train import build_trainer, resolve_precision
+from mchad.train import build_trainer, evaluation_rows, resolve_precision
 
 NAME = "evaluation"
 TITLE = "(c) evaluation, ID test + 7 OOD sets: ours (each image once) vs reference (ID re-run per OOD set, PIL)"
 TARGET = 1.8
-REFERENCE_KEYS = {"AUROC": "AUROC", "AUPR-IN": "AUPR-IN", "AUPR-OUT": "AUPR-OUT", "FPR95": "FPR95TPR", "Accuracy": "ACC"}
+REFERENCE_KEYS = {
+    "AUROC": "AUROC",
+    "AUPR-IN": "AUPR-IN",
+    "AUPR-OUT": "AUPR-OUT",
+    "FPR95": "FPR95TPR",
+    "Accuracy": "ACC",
+}
 
 
 def largest_difference(ours: list[dict], theirs: list[dict]) -> float:
@@ -55,7 +61,9 @@ def run(options: Options, paths: DataPaths) -> Result:
     transform = reference.test_transform(cfg.data.mean, cfg.data.std)
     id_test = reference.first(reference.PILImages(load("cifar10", "test", paths.cifar10), transform), images_per_set)
     ood_sets = {
-        entry.name: reference.first(reference.PILImages(load(entry.name, "test", entry.root).as_ood(), transform), images_per_set)
+        entry.name: reference.first(
+            reference.PILImages(load(entry.name, "test", entry.root).as_ood(), transform), images_per_set
+        )
         for entry in cfg.testsets
     }
     rows: dict[str, list[dict]] = {}
@@ -64,7 +72,7 @@ def run(options: Options, paths: DataPaths) -> Result:
         trainer = build_trainer(cfg, run_dir, devices=1)
         with stopwatch(device) as elapsed:
             trainer.test(ours_run.module, datamodule=ours_run.datamodule, verbose=False)
-        rows["ours"] = ours_run.module.test_rows
+        rows["ours"] = evaluation_rows(trainer)
         return elapsed()
 
     def reference_eval() -> float:

@@ -14,13 +14,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 from pytorch_ood.metrics import OODMetrics
-from sklearn.metrics import auc, precision_recall_curve, roc_auc_score, roc_curve
 
 from bench.options import Options
 from bench.report import Result
 from bench.timing import alternate, median, stopwatch
 from bench.workload import DataPaths
 from mchad.evaluation.metrics import METRIC_NAMES, ood_metrics
+from mchad.evaluation.oracle import sklearn_metrics
 
 NAME = "metrics"
 TITLE = "(d) OOD metrics on 10^6 scores: ours (ood_metrics) vs pytorch-ood OODMetrics"
@@ -31,24 +31,11 @@ REFERENCE_KEYS = {"AUROC": "AUROC", "AUPR-IN": "AUPR-IN", "AUPR-OUT": "AUPR-OUT"
 
 
 def pytorch_ood_metrics(id_scores: torch.Tensor, ood_scores: torch.Tensor) -> dict[str, float]:
-    labels = torch.cat([torch.zeros_like(id_scores, dtype=torch.long), torch.full_like(ood_scores, -1, dtype=torch.long)])
+    labels = torch.cat(
+        [torch.zeros_like(id_scores, dtype=torch.long), torch.full_like(ood_scores, -1, dtype=torch.long)]
+    )
     values = OODMetrics().update(torch.cat([id_scores, ood_scores]), labels).compute()
     return {ours: values[theirs] for ours, theirs in REFERENCE_KEYS.items()}
-
-
-def sklearn_metrics(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, float]:
-    """The per-metric way: each call sorts the scores again."""
-    scores = np.concatenate([id_scores, ood_scores])
-    is_ood = np.concatenate([np.zeros(len(id_scores)), np.ones(len(ood_scores))])
-    fpr, tpr, _ = roc_curve(is_ood, scores, drop_intermediate=False)
-    precision_out, recall_out, _ = precision_recall_curve(is_ood, scores)
-    precision_in, recall_in, _ = precision_recall_curve(1 - is_ood, -scores)
-    return {
-        "AUROC": roc_auc_score(is_ood, scores),
-        "AUPR-IN": auc(recall_in, precision_in),
-        "AUPR-OUT": auc(recall_out, precision_out),
-        "FPR95": float(fpr[np.argmax(tpr >= 0.95)]),
-    }
 
 
 def largest_difference(a: dict[str, float], b: dict[str, float]) -> float:
@@ -120,5 +107,10 @@ def run(options: Options, paths: DataPaths) -> Result:
                 f"target <= {SORT_TARGET:g}: {'met' if vs_sort <= SORT_TARGET else 'MISSED'}"
             )
         ],
-        config={"n_scores": options.metric_scores, "n_id": half, "n_ood": options.metric_scores - half, "dtype": "float32"},
+        config={
+            "n_scores": options.metric_scores,
+            "n_id": half,
+            "n_ood": options.metric_scores - half,
+            "dtype": "float32",
+        },
     )

@@ -46,7 +46,9 @@ class PILImages(Dataset):
 
 
 def train_transform(mean: Sequence[float], std: Sequence[float], padding: int) -> T.Compose:
-    return T.Compose([T.RandomCrop(32, padding=padding), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
+    return T.Compose(
+        [T.RandomCrop(32, padding=padding), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)]
+    )
 
 
 def test_transform(mean: Sequence[float], std: Sequence[float]) -> T.Compose:

@@ -118,7 +118,9 @@ def format_rounds(result: Result) -> str:
     for r in result.rounds:
         lines.append(f"  {r['round']:>5}  {_number(r['ours']):>14}  {_number(r['reference']):>14}  {r['ratio']:>7.2f}")
     target = "" if result.target is None else f"  target >= {result.target:g}: {'met' if result.met else 'MISSED'}"
-    lines.append(f"  {result.summary:>5}  {_number(result.ours):>14}  {_number(result.reference):>14}  {result.ratio:>7.2f}{target}")
+    lines.append(
+        f"  {result.summary:>5}  {_number(result.ours):>14}  {_number(result.reference):>14}  {result.ratio:>7.2f}{target}"
+    )
     for name, value in result.checks.items():
         lines.append(f"  check {name}: {value}")
     lines += [f"  {note}" for note in result.notes]

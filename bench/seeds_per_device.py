@@ -76,7 +76,7 @@ def seed_config(cfg: DictConfig, seed: int) -> DictConfig:
 
 def prepared(options: Options) -> None:
     """A spawned process starts with default logging and threads: set them as the parent has."""
-    from bench.__main__ import quiet
+    from bench.environment import quiet
 
     quiet()
     torch.set_num_threads(options.threads)
@@ -90,7 +90,13 @@ def train_one_seed(options: Options, cfg: DictConfig, run_dir, start, results) -
     trainer = trainer_for(cfg, run_dir, ClockCallback(clock))
     start.wait()
     trainer.fit(run.module, datamodule=run.datamodule)
-    results.put({"times": clock.times, "images_per_step": images_per_step(cfg), "peak_memory_mb": peak_memory_mb(options.torch_device)})
+    results.put(
+        {
+            "times": clock.times,
+            "images_per_step": images_per_step(cfg),
+            "peak_memory_mb": peak_memory_mb(options.torch_device),
+        }
+    )
 
 
 class Member(nn.Module):
@@ -115,7 +121,9 @@ def train_vmapped(options: Options, cfg: DictConfig, k: int, run_dir, start, res
     losses = vmap(
         lambda p, b, x, y: functional_call(template, (p, b), (x, y)), in_dims=(0, 0, None, None), randomness="different"
     )
-    optimizer = torch.optim.Adam(params.values(), lr=cfg.model.lr, weight_decay=cfg.model.weight_decay)
+    optimizer = torch.optim.Adam(
+        params.values(), lr=cfg.model.optimizer.lr, weight_decay=cfg.model.optimizer.weight_decay
+    )
     run = build_seeded_run(cfg, run_dir)
     augment = run.module.augment.to(device)
     dtype = autocast_dtype(cfg)
@@ -131,7 +139,9 @@ def train_vmapped(options: Options, cfg: DictConfig, k: int, run_dir, start, res
         loss.backward()
         optimizer.step()
         clock.tick()
-    results.put({"times": clock.times, "images_per_step": k * images_per_step(cfg), "peak_memory_mb": peak_memory_mb(device)})
+    results.put(
+        {"times": clock.times, "images_per_step": k * images_per_step(cfg), "peak_memory_mb": peak_memory_mb(device)}
+    )
 
 
 def aggregate_rate(reports: list[dict], warmup: int) -> float:
@@ -182,7 +192,12 @@ def run(options: Options, paths: DataPaths) -> Result:
     curves = {mode: [measure(mode, options, cfg, k) for k in options.seed_counts] for mode in MODES}
     single = curves["processes"][0]["images_per_s"]
     rounds = [
-        {"round": point["k"], "ours": point["images_per_s"], "reference": single, "ratio": point["images_per_s"] / single}
+        {
+            "round": point["k"],
+            "ours": point["images_per_s"],
+            "reference": single,
+            "ratio": point["images_per_s"] / single,
+        }
         for point in curves["processes"]
     ]
     best = max(curves["processes"], key=lambda point: point["images_per_s"])
@@ -195,7 +210,11 @@ def run(options: Options, paths: DataPaths) -> Result:
         round_label="seeds",
         summary="best",
         config={**training_config(cfg, paths, options), "seed_counts": list(options.seed_counts)},
-        details={"curves": curves, "best_k": best["k"], "best_k_peak_memory_mb_per_seed": best["peak_memory_mb_per_seed"]},
+        details={
+            "curves": curves,
+            "best_k": best["k"],
+            "best_k_peak_memory_mb_per_seed": best["peak_memory_mb_per_seed"],
+        },
         notes=[
             f"{mode:>9} k={point['k']}: {point['images_per_s']:,.0f} images/s, "
             f"{point['images_per_s'] / single:.2f}x one seed, peak memory {point['peak_memory_mb_per_seed']:,.0f} MB per seed"
@@ -203,4 +222,3 @@ def run(options: Options, paths: DataPaths) -> Result:
             for point in curves[mode]
         ],
     )
-

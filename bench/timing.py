@@ -42,7 +42,9 @@ class StepClock:
     def rate(self, warmup: int, items_per_step: int) -> float:
         steps = len(self.times) - warmup
         if warmup < 1 or steps < 1:
-            raise ValueError(f"need at least one warm-up and one timed step, got {len(self.times)} steps, warmup={warmup}")
+            raise ValueError(
+                f"need at least one warm-up and one timed step, got {len(self.times)} steps, warmup={warmup}"
+            )
         return steps * items_per_step / (self.times[-1] - self.times[warmup - 1])
 
 
@@ -67,7 +69,9 @@ def stopwatch(device: torch.device):
     end.append(time.perf_counter())
 
 
-def alternate(rounds: int, ours: Callable[[], float], reference: Callable[[], float], higher_is_better: bool) -> list[dict]:
+def alternate(
+    rounds: int, ours: Callable[[], float], reference: Callable[[], float], higher_is_better: bool
+) -> list[dict]:
     """Run ``ours`` and ``reference`` ``rounds`` times each, the first in a round alternating.
 
     Each callable returns one measurement (a rate, or seconds when ``higher_is_better`` is

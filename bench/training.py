@@ -63,8 +63,8 @@ def our_data_plain_loop_rate(options: Options, cfg: DictConfig, run_dir) -> floa
         steps(options),
         device,
         clock,
-        cfg.model.lr,
-        cfg.model.weight_decay,
+        cfg.model.optimizer.lr,
+        cfg.model.optimizer.weight_decay,
         prepare=lambda x: module.augment(x, train=True),
         autocast_dtype=autocast_dtype(cfg),
     )
@@ -104,7 +104,9 @@ class ReferenceTraining:
     def batches(self):
         """Shuffled ``(x, y)`` training batches, ID then outliers, from fresh DataLoaders."""
         cfg = self.cfg
-        id_workers, outlier_workers = split_workers(self.options.workers, cfg.data.batch_size, cfg.data.outliers.batch_size)
+        id_workers, outlier_workers = split_workers(
+            self.options.workers, cfg.data.batch_size, cfg.data.outliers.batch_size
+        )
         return reference.train_batches(
             reference.loader(self.id_set, cfg.data.batch_size, id_workers, shuffle=True),
             reference.loader(self.outlier_set, cfg.data.outliers.batch_size, outlier_workers, shuffle=True),
@@ -117,6 +119,15 @@ class ReferenceTraining:
         backbone, method = reference_model(cfg, device)
         clock = StepClock(device)
         batches = self.batches()
-        reference.train_steps(backbone, method, batches, steps(options), device, clock, cfg.model.lr, cfg.model.weight_decay)
+        reference.train_steps(
+            backbone,
+            method,
+            batches,
+            steps(options),
+            device,
+            clock,
+            cfg.model.optimizer.lr,
+            cfg.model.optimizer.weight_decay,
+        )
         batches.close()
         return clock.rate(options.warmup_steps, images_per_step(cfg))

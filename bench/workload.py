@@ -107,7 +107,9 @@ def data_paths(data_root: Path | None) -> DataPaths:
     return DataPaths(cifar10=root / "cifar10", outliers=outliers, ood_roots=ood_roots, source=source)
 
 
-def compose_config(options: Options, paths: DataPaths, run_dir: Path, train_batches: int = 1, test_batches: int | None = None) -> DictConfig:
+def compose_config(
+    options: Options, paths: DataPaths, run_dir: Path, train_batches: int = 1, test_batches: int | None = None
+) -> DictConfig:
     """``experiment=cifar10-gmchad`` with the benchmark's data, backbone and a short, silent trainer."""
     limit_test = [] if test_batches is None else [f"+trainer.limit_test_batches={test_batches}"]
     cfg = compose(

@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mchad.cli import launch
+from mchad.cli.launch import launch
 from mchad.train import evaluate_checkpoint, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,13 +115,19 @@ CASES = [
     ("train-flag", [*QUICK, "train=maybe"], None, "run", "train"),
     ("test-flag", [*QUICK, "test=2"], None, "run", "test"),
     # model
-    ("lr-nan", [*QUICK, "model.lr=nan"], None, "run", "model.lr"),
-    ("lr-inf", [*QUICK, "model.lr=inf"], None, "run", "model.lr"),
-    ("lr-negative", [*QUICK, "model.lr=-0.1"], None, "run", "model.lr"),
-    ("lr-zero", [*QUICK, "model.lr=0"], None, "run", "model.lr"),
-    ("lr-text", [*QUICK, "model.lr=fast"], None, "run", "model.lr"),
-    ("weight-decay-negative", [*QUICK, "model.weight_decay=-1e-4"], None, "run", "model.weight_decay"),
-    ("weight-decay-nan", [*QUICK, "model.weight_decay=nan"], None, "run", "model.weight_decay"),
+    ("lr-nan", [*QUICK, "model.optimizer.lr=nan"], None, "run", "model.optimizer.lr"),
+    ("lr-inf", [*QUICK, "model.optimizer.lr=inf"], None, "run", "model.optimizer.lr"),
+    ("lr-negative", [*QUICK, "model.optimizer.lr=-0.1"], None, "run", "model.optimizer.lr"),
+    ("lr-zero", [*QUICK, "model.optimizer.lr=0"], None, "run", "model.optimizer.lr"),
+    ("lr-text", [*QUICK, "model.optimizer.lr=fast"], None, "run", "model.optimizer.lr"),
+    (
+        "weight-decay-negative",
+        [*QUICK, "model.optimizer.weight_decay=-1e-4"],
+        None,
+        "run",
+        "model.optimizer.weight_decay",
+    ),
+    ("weight-decay-nan", [*QUICK, "model.optimizer.weight_decay=nan"], None, "run", "model.optimizer.weight_decay"),
     ("compile-mode", [*QUICK, "model.compile=fastest"], None, "run", "model.compile"),
     ("channels-last", [*QUICK, "model.channels_last=yes"], None, "run", "model.channels_last"),
     # trainer
@@ -161,27 +167,41 @@ CASES = [
     ("weight-negative", [*QUICK, "method.weight_center=-1"], None, "run", "method.weight_center"),
     ("weight-nan", [*QUICK, "method.weight_ce=nan"], None, "run", "method.weight_ce"),
     ("margin-form", [*QUICK, "method.margin_form=both"], None, "run", "method.margin_form"),
-    ("outliers-missing", [*QUICK, "method.weight_oe=0.5"], None, "run", "data.outliers"),
+    ("outliers-missing", [*QUICK, "method.weight_oe=0.5"], None, "run", "choose them with outliers="),
     # directories
     ("run-dir-is-a-file", [*QUICK, "hydra.run.dir={made}"], a_file, "run", "is a file"),
     ("log-dir-below-a-file", [*QUICK, "paths.log_dir={made}/logs"], a_file, "run", "is a file"),
     ("log-dir-not-writable", [*QUICK, "paths.log_dir=/proc/mchad-logs"], None, "run", "not writable"),
     # data on disk
     ("image-folder-missing", [*QUICK, "data.outliers={name: imagefolder, root: '{tmp}/nope'}"], None, "run", "nope"),
-    ("corrupt-image", [*QUICK, "data.outliers={name: imagefolder, root: '{made}'}"], corrupt_image, "run",
-     "broken.png"),
-    ("truncated-image", [*QUICK, "data.outliers={name: imagefolder, root: '{made}'}"], truncated_image, "run",
-     "half.png"),
-    ("id-root-missing", [*QUICK, "data=cifar10", "data.root={tmp}/nope", "data.download=false"], None, "run",
-     "nope"),
+    (
+        "corrupt-image",
+        [*QUICK, "data.outliers={name: imagefolder, root: '{made}'}"],
+        corrupt_image,
+        "run",
+        "broken.png",
+    ),
+    (
+        "truncated-image",
+        [*QUICK, "data.outliers={name: imagefolder, root: '{made}'}"],
+        truncated_image,
+        "run",
+        "half.png",
+    ),
+    ("id-root-missing", [*QUICK, "data=cifar10", "data.root={tmp}/nope", "data.download=false"], None, "run", "nope"),
     ("pretrained-missing", [*QUICK, "model.pretrained_checkpoint={tmp}/nope.pt"], None, "run", "nope.pt"),
     # checkpoints given to eval.py
     ("eval-no-checkpoint", ["experiment=quickstart"], None, "eval", "ckpt_path"),
     ("eval-missing-checkpoint", ["experiment=quickstart", "ckpt_path={tmp}/nope.ckpt"], None, "eval", "nope.ckpt"),
     ("eval-text-file", ["experiment=quickstart", "ckpt_path={made}"], text_file, "eval", "not a checkpoint"),
     ("eval-truncated", ["experiment=quickstart", "ckpt_path={made}"], truncated_checkpoint, "eval", "truncated"),
-    ("eval-other-architecture", ["experiment=quickstart", "ckpt_path={made}"], foreign_checkpoint, "eval",
-     "another architecture"),
+    (
+        "eval-other-architecture",
+        ["experiment=quickstart", "ckpt_path={made}"],
+        foreign_checkpoint,
+        "eval",
+        "another architecture",
+    ),
     ("eval-malicious", ["experiment=quickstart", "ckpt_path={made}"], malicious_checkpoint, "eval", "refused"),
 ]
 
@@ -203,12 +223,12 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(argv, maker, entry, exp
     made = maker(tmp_path) if maker else None
     task = train if entry == "run" else evaluate_checkpoint
     with pytest.raises(SystemExit) as exit_info:
-        launch(task, entry, fill(argv, tmp_path, made) + [f"paths.data_dir={tmp_path / 'data'}"])
+        launch(task, entry, [*fill(argv, tmp_path, made), f"paths.data_dir={tmp_path / 'data'}"])
     stderr = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2, stderr
     assert len(stderr) == 1 and stderr[0].startswith("error: "), stderr
     assert expected in stderr[0], stderr[0]
-    assert ": " in stderr[0][len("error: "):], f"no fix given: {stderr[0]}"
+    assert ": " in stderr[0][len("error: ") :], f"no fix given: {stderr[0]}"
     assert not left_behind(tmp_path), left_behind(tmp_path)
     assert not (tmp_path / "pwned").exists(), "a crafted checkpoint ran code"
 

@@ -12,7 +12,6 @@ import torch
 
 from mchad.data.cache import Fingerprint, cache_files, cached, read_cache, write_cache
 
-
 SOURCE = Fingerprint("toy generator", "toy-1")
 
 

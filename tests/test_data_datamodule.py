@@ -58,7 +58,9 @@ def test_train_batches_one_pass(data_dir: Path) -> None:
 
 
 def test_outlier_batches_are_appended_with_label_minus_one(data_dir: Path) -> None:
-    datamodule = digits_module(data_dir, outliers={"name": "gaussian", "root": None, "batch_size": 16}, batches_per_epoch=4)
+    datamodule = digits_module(
+        data_dir, outliers={"name": "gaussian", "root": None, "batch_size": 16}, batches_per_epoch=4
+    )
     batches = list(datamodule.train_dataloader())
     assert len(batches) == 4
     for x, y in batches:
@@ -112,7 +114,9 @@ def test_val_split_is_disjoint_from_train(data_dir: Path) -> None:
     val = torch.cat([x for x, _ in val_id]).flatten(1)
     assert len(val) == round(0.1 * 722)
     assert len(train) + len(val) == 722
-    assert len({row.numpy().tobytes() for row in train} | {row.numpy().tobytes() for row in val}) >= 715  # few duplicates
+    assert (
+        len({row.numpy().tobytes() for row in train} | {row.numpy().tobytes() for row in val}) >= 715
+    )  # few duplicates
     ood_labels = torch.cat([y for _, y in val_ood])
     assert len(ood_labels) == 1000 and bool((ood_labels == -1).all())
 
@@ -145,7 +149,9 @@ def test_test_set_labels_name_two_sets_of_one_source(data_dir: Path, tmp_path: P
     from conftest import write_image_tree
 
     folders = [write_image_tree(tmp_path / f"set{i}", 1, 5 + i, splits=("images",), seed=i) for i in range(2)]
-    testsets = [{"name": "imagefolder", "root": str(f), "group": "far", "label": f"set{i}"} for i, f in enumerate(folders)]
+    testsets = [
+        {"name": "imagefolder", "root": str(f), "group": "far", "label": f"set{i}"} for i, f in enumerate(folders)
+    ]
     datamodule = digits_module(data_dir, testsets=testsets)
     datamodule.setup("test")
     assert datamodule.test_set_names == ["digits", "set0", "set1"]
@@ -240,7 +246,9 @@ class RecordingModule(pl.LightningModule):
 @pytest.mark.filterwarnings("ignore:You have overridden `on_after_batch_transfer`")
 @pytest.mark.filterwarnings("ignore:You requested to overfit")  # Lightning swaps in a sequential sampler
 @pytest.mark.filterwarnings("ignore:`isinstance\\(treespec, LeafSpec\\)` is deprecated")
-@pytest.mark.parametrize("trainer_args", [{"limit_train_batches": 2}, {"overfit_batches": 1}], ids=["epochs", "overfit"])
+@pytest.mark.parametrize(
+    "trainer_args", [{"limit_train_batches": 2}, {"overfit_batches": 1}], ids=["epochs", "overfit"]
+)
 def test_lightning_reshuffles_per_epoch_and_overfits_one_batch(data_dir: Path, trainer_args: dict) -> None:
     datamodule = OODDataModule("digits", 6, data_dir, batch_size=16, outliers={"name": "gaussian", "batch_size": 4})
     module = RecordingModule(datamodule.augment)

@@ -19,7 +19,7 @@ from PIL import Image
 
 from mchad.data import registry
 from mchad.data.download import RemoteFile
-from mchad.data.registry import ArchiveSource, dataset_names, load_dataset
+from mchad.data.registry import SOURCES, ArchiveSource, dataset_names, load_dataset
 from mchad.errors import ConfigError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -227,8 +227,9 @@ def fake_cifar10_archive(folder: Path, rng: np.random.Generator) -> tuple[Path, 
 def test_cifar10_through_torchvision_from_a_file_url(tmp_path: Path, monkeypatch) -> None:
     archive, batches = fake_cifar10_archive(tmp_path / "server", np.random.default_rng(5))
     members = archive.parent / "cifar-10-batches-py"
-    monkeypatch.setattr(tvd.CIFAR10, "url", archive.as_uri())
-    monkeypatch.setattr(tvd.CIFAR10, "tgz_md5", md5(archive))
+    remote = RemoteFile(archive.as_uri(), "cifar-10-python.tar.gz", md5=md5(archive))
+    monkeypatch.setattr(SOURCES["cifar10"], "archive", remote)
+    # torchvision's reader checks each member's md5 against its own table
     train_list = [[f"data_batch_{i}", md5(members / f"data_batch_{i}")] for i in range(1, 6)]
     monkeypatch.setattr(tvd.CIFAR10, "train_list", train_list)
     monkeypatch.setattr(tvd.CIFAR10, "test_list", [["test_batch", md5(members / "test_batch")]])
@@ -270,3 +271,21 @@ def test_real_cifar10_test_split_from_the_image_folder(cifar10_test_tree: Path, 
     cat_index = int((data.labels < 3).sum())  # airplane, automobile, bird come before cat
     assert np.array_equal(data.images[cat_index].numpy(), np.asarray(Image.open(first_cat).convert("RGB")))
     assert 0.4 < data.images.float().mean().item() / 255 < 0.5  # CIFAR-10's mean is about 0.47
+
+
+def test_download_facts_agree_with_torchvision():
+    """The registry states URLs and md5s itself; torchvision keeps the same facts in undocumented attributes,
+    which only this cross-check reads."""
+
+    def remote(name: str, split: str = "test"):
+        return [(r.url, r.filename, r.md5) for r in SOURCES[name].remotes(split)]
+
+    assert remote("cifar10") == [(tvd.CIFAR10.url, tvd.CIFAR10.filename, tvd.CIFAR10.tgz_md5)]
+    assert remote("cifar100") == [(tvd.CIFAR100.url, tvd.CIFAR100.filename, tvd.CIFAR100.tgz_md5)]
+    for split in ("train", "test"):
+        assert remote("svhn", split) == [tuple(tvd.SVHN.split_list[split])]
+    for name, cls in (("mnist", tvd.MNIST), ("fashionmnist", tvd.FashionMNIST)):
+        assert remote(name) == [(cls.mirrors[0] + f, f, md5) for f, md5 in cls.resources]
+    assert remote("textures") == [(tvd.DTD._URL, "dtd-r1.0.1.tar.gz", tvd.DTD._MD5)]
+    places_file, places_md5 = tvd.Places365._IMAGES_META[("val", True)]
+    assert remote("places365") == [(tvd.Places365._BASE_URL + places_file, "val_256.tar", places_md5)]

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from PIL import Image
 
-from mchad.report.__main__ import main as report_main
+from mchad.cli.report import main as report_main
 from mchad.train import train
 
 
 def test_embedding_frames_projector_and_gif(run_config, tmp_path):
     cfg, run_dir = run_config(
-        "experiment=quickstart", "method.n_embedding=2", "model.embedding_plots=true", "model.projector=true",
-        "trainer.max_epochs=2", "trainer.limit_test_batches=1", "data.eval_batch_size=64",
+        "experiment=quickstart",
+        "method.n_embedding=2",
+        "model.embedding_plots=true",
+        "model.projector=true",
+        "trainer.max_epochs=2",
+        "trainer.limit_test_batches=1",
+        "data.eval_batch_size=64",
         "test_checkpoint=current",
     )
     train(cfg, run_dir)

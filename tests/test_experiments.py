@@ -12,17 +12,16 @@ import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
-
-from bench.metrics import sklearn_metrics
 from conftest import TINY
+
 from mchad.config import options
+from mchad.evaluation.oracle import sklearn_metrics
 from mchad.methods import build_method
-from mchad.methods.base import concat_outputs
 from mchad.train import train
 
 EXPERIMENTS = [name for name in options("experiment") if name != "quickstart"]
 DATASETS = {"cifar10": 10, "cifar100": 100, "svhn": 10}
-METHODS = ("mchad", "gmchad", "cac", "gcac", "center", "gcenter", "ii", "softmax", "oe", "energy")
+METHODS = options("method")
 METRICS = ("Accuracy", "AUROC", "AUPR-IN", "AUPR-OUT", "FPR95")
 
 
@@ -52,7 +51,7 @@ def outputs_on_test_batches(module, datamodule, limit: int) -> dict[str, tuple[t
                 break
             chunks.append(module.method(module.backbone(module.augment(x, train=False))))
             labels.append(y)
-        outputs[name] = (torch.cat(labels), concat_outputs(chunks))
+        outputs[name] = (torch.cat(labels), {key: torch.cat([chunk[key] for chunk in chunks]) for key in chunks[0]})
     return outputs
 
 

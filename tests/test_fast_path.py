@@ -18,12 +18,12 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from bench.metrics import sklearn_metrics
 from mchad.data.augment import BatchAugment
 from mchad.evaluation.evaluator import evaluate
 from mchad.evaluation.metrics import ood_metrics
-from mchad.methods.base import OODModule
+from mchad.evaluation.oracle import sklearn_metrics
 from mchad.methods.mchad import MCHAD
+from mchad.module import OODModule
 from mchad.nn.wrn import WideResNet
 
 MEAN = (0.4914, 0.4824, 0.4467)
@@ -114,15 +114,22 @@ def test_metrics_of_model_outputs_match_sklearn(decimals):
     id_images, id_labels = random_batch(n_known=96, n_outliers=0, seed=1)
     ood_images, _ = random_batch(n_known=0, n_outliers=64, seed=2)
     with torch.no_grad():
-        outputs = {name: method(backbone(augment(x, train=False))) for name, x in (("id", id_images), ("ood", ood_images))}
+        outputs = {
+            name: method(backbone(augment(x, train=False))) for name, x in (("id", id_images), ("ood", ood_images))
+        }
     if decimals is not None:
         outputs = {name: {k: v.round(decimals=decimals) for k, v in out.items()} for name, out in outputs.items()}
 
-    (row,) = evaluate(method, outputs, id_labels=id_labels, id_name="id", groups={})
-    expected = sklearn_metrics(method.scores(outputs["id"])["distance"].numpy(), method.scores(outputs["ood"])["distance"].numpy())
+    scores = {name: method.scores(out) for name, out in outputs.items()}
+    (row,) = evaluate(scores, "id", method.predict(outputs["id"]), id_labels, groups={})
+    expected = sklearn_metrics(
+        method.scores(outputs["id"])["distance"].numpy(), method.scores(outputs["ood"])["distance"].numpy()
+    )
     for name, value in expected.items():
         assert row[name] == pytest.approx(value, abs=1e-9), name
-    assert ood_metrics(method.scores(outputs["id"])["distance"], method.scores(outputs["ood"])["distance"]) == pytest.approx(expected, abs=1e-9)
+    assert ood_metrics(
+        method.scores(outputs["id"])["distance"], method.scores(outputs["ood"])["distance"]
+    ) == pytest.approx(expected, abs=1e-9)
 
 
 def first_step_loss(module: OODModule, batch, precision: str) -> tuple[float, torch.dtype]:
@@ -162,7 +169,9 @@ def test_bf16_autocast_training_step_on_cpu_is_close_to_fp32():
     assert bf16_loss == pytest.approx(fp32_loss, rel=0.05, abs=0.05)
 
 
-@pytest.mark.slow(reason="torch.compile (inductor, C++ code generation) of wrn-small takes ~60 s cold on 2 CPU cores, ~10 s with a warm cache")
+@pytest.mark.slow(
+    reason="torch.compile (inductor, C++ code generation) of wrn-small takes ~60 s cold on 2 CPU cores, ~10 s with a warm cache"
+)
 @pytest.mark.parametrize("compile_mode", [True, "reduce-overhead"])
 def test_compiled_backbone_gives_the_eager_outputs(compile_mode):
     """``reduce-overhead`` adds CUDA graphs on a GPU; on the CPU it must still compile and agree."""

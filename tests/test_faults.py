@@ -20,8 +20,14 @@ ROOT = Path(__file__).resolve().parents[1]
 METRIC_COLUMNS_EXCLUDED = ("run_dir",)
 # three short epochs of the digits quickstart, one thread, testing the final weights (not the best
 # epoch's, which a resume could get right by luck) on one batch of each test set
-SHORT = ["experiment=quickstart", "seed=7", "trainer.max_epochs=3", "threads=1", "test_checkpoint=current",
-         "trainer.limit_test_batches=1"]
+SHORT = [
+    "experiment=quickstart",
+    "seed=7",
+    "trainer.max_epochs=3",
+    "threads=1",
+    "test_checkpoint=current",
+    "trainer.limit_test_batches=1",
+]
 
 
 def command(*args: str, script: str = "run.py") -> list[str]:
@@ -117,6 +123,7 @@ def test_provenance_records_what_decides_the_numbers(uninterrupted):
     assert record["torch"] == torch.__version__ and record["deterministic"] is False
     assert "git_commit" in record or "package_version" in record
     assert record["wall_time_s"] > 0 and record["peak_host_memory_mb"] > 0
+    assert torch.__version__.startswith(record["packages"]["torch"]) and record["packages"]["hydra-core"]
 
 
 def test_a_second_run_on_a_busy_directory_fails_at_once_naming_the_first(tmp_path):
@@ -140,10 +147,10 @@ def records(run_dir: Path) -> dict[Path, int]:
 
 def test_resuming_or_skipping_with_another_config_is_refused_and_rewrites_nothing(uninterrupted, tmp_path):
     snapshot = records(uninterrupted)
-    result = run(tmp_path, *SHORT, "model.lr=0.05", f"hydra.run.dir={uninterrupted}")
+    result = run(tmp_path, *SHORT, "model.optimizer.lr=0.05", f"hydra.run.dir={uninterrupted}")
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr
-    assert "model.lr: 0.003 -> 0.05" in lines[0] and "another directory" in lines[0]
+    assert "model.optimizer.lr: 0.003 -> 0.05" in lines[0] and "another directory" in lines[0]
     assert records(uninterrupted) == snapshot
 
 
@@ -162,7 +169,7 @@ def test_damaged_and_crafted_last_checkpoints_are_refused(uninterrupted, tmp_pat
 
             class Exploit:
                 def __reduce__(self):
-                    return (Path.write_text, (marker, "pwned"))
+                    return (Path.write_text, (marker, "pwned"))  # noqa: B023 (the marker of this case)
 
             torch.save({"state_dict": {}, "x": Exploit()}, last)
         env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
@@ -181,7 +188,7 @@ def test_a_diverging_loss_stops_with_one_line_and_no_results(tmp_path):
     # training had started, so Lightning's start-up lines come first; the error is the last line
     assert result.returncode == 2 and [line for line in lines if line.startswith("error: ")] == lines[-1:], lines
     assert "Traceback" not in result.stderr
-    assert "became inf at training step 0" in lines[-1] and "model.lr" in lines[-1]
+    assert "became inf at training step 0" in lines[-1] and "model.optimizer.lr" in lines[-1]
     assert not list(tmp_path.rglob("results.csv"))
     assert not run_dir.exists(), "a run that produced no checkpoint leaves no directory"
 

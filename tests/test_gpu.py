@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mchad.data.augment import BatchAugment
 from mchad.config import compose
+from mchad.data.augment import BatchAugment
 from mchad.methods import METHODS, build_method
 from mchad.nn.wrn import WideResNet
 
@@ -23,7 +23,9 @@ def test_training_step_has_no_host_synchronisation(method_name):
     _, method = build_method(compose([f"experiment=cifar10-{method_name}"]).method)
     method.to(device).train()
     n_embedding = method.n_embedding
-    backbone = WideResNet(depth=10, widen_factor=1, drop_rate=0.0, n_outputs=n_embedding).to(device, memory_format=torch.channels_last)
+    backbone = WideResNet(depth=10, widen_factor=1, drop_rate=0.0, n_outputs=n_embedding).to(
+        device, memory_format=torch.channels_last
+    )
     augment = BatchAugment((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)).to(device)
     x = torch.randint(0, 256, (64, 32, 32, 3), dtype=torch.uint8, device=device)
     y = torch.cat([torch.randint(0, 10, (32,)), torch.full((32,), -1)]).to(device)

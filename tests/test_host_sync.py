@@ -5,7 +5,7 @@ the CPU waits for the step to finish instead of queueing the next one. The CUDA 
 (``tests/test_gpu.py``) checks the model's own step under ``set_sync_debug_mode``; this one
 checks everything around it on the CPU: Lightning's logging, the progress bar, the
 accuracy metric, the callbacks. It counts host reads in runs of 2 and 4 training steps:
-reads that happen once per epoch (the bar's loss at the epoch end) are allowed, reads
+reads that happen once per epoch (the epoch means the bar shows) are allowed, reads
 that grow with the steps are not. Adam's and the scheduler's step counters are host
 tensors by design in PyTorch (``capturable=False``), so their reads are not counted.
 """
@@ -75,6 +75,6 @@ def host_reads(run_config, recorder: Recorder, steps: int) -> list[str]:
 
 def test_training_steps_read_nothing_back_to_the_host(run_config, recorder):
     two, four = host_reads(run_config, recorder, 2), host_reads(run_config, recorder, 4)
-    # the spy works: the progress bar reads the loss once at the end of the epoch
-    assert any(read.startswith("__float__") for read in two)
+    # the spy works: the epoch's means are read once, at the end of the epoch
+    assert two
     assert Counter(four) == Counter(two), f"host reads that grow with the steps: {Counter(four) - Counter(two)}"

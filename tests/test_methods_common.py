@@ -56,7 +56,7 @@ def total_loss(method: Method, z, y):
 @pytest.mark.parametrize("name", FACTORIES)
 def test_outputs_prediction_and_scores_have_batch_shapes(name):
     method = make(name)
-    z, y = toy_batch(method)
+    z, _ = toy_batch(method)
     out = method(z)
     assert out and all(isinstance(v, torch.Tensor) and v.shape[0] == len(z) for v in out.values())
     pred = method.predict(out)
@@ -88,8 +88,12 @@ def test_a_gradient_step_reduces_the_loss(name):
 @pytest.mark.parametrize("name", FACTORIES)
 @pytest.mark.parametrize(
     "batch",
-    [dict(n_known=0, n_outliers=8), dict(n_known=12, n_outliers=0), dict(n_known=6, n_outliers=3, classes=1),
-     dict(scale=1e6)],
+    [
+        dict(n_known=0, n_outliers=8),
+        dict(n_known=12, n_outliers=0),
+        dict(n_known=6, n_outliers=3, classes=1),
+        dict(scale=1e6),
+    ],
     ids=["only-outliers", "no-outliers", "single-class", "huge-embeddings"],
 )
 def test_edge_batches_give_finite_losses_gradients_and_scores(name, batch):

@@ -123,7 +123,8 @@ def leaf_batch_and_centers(method: MCHAD, seed: int = 1):
 def test_center_term_gradient_equals_the_closed_form():
     """d/dmu_c and d/dz_i of w/(|K| C) sum_{i in K} max(0, ||z_i - mu_{y_i}||^2 - rho), written out by hand:
 
-    dL/dmu_c = -2w/(|K| C) sum_{i in K, y_i = c, d_i > rho} (z_i - mu_c),  dL/dz_i = 2w/(|K| C) (z_i - mu_{y_i}) [d_i > rho].
+    dL/dmu_c = -2w/(|K| C) sum_{i in K, y_i = c, d_i > rho} (z_i - mu_c),
+    dL/dz_i = 2w/(|K| C) (z_i - mu_{y_i}) [d_i > rho].
     """
     w, rho = 0.7, 14.0
     method = MCHAD(C, D, weight_center=w, weight_ce=0.0, weight_oe=0.0, radius=rho)
@@ -193,3 +194,81 @@ def test_config_errors(kwargs, match):
     args = dict(n_classes=C, n_embedding=D) | kwargs
     with pytest.raises(ConfigError, match=match):
         MCHAD(**args)
+
+
+def placed_batch(method: MCHAD):
+    """Centers at 10 e_c (pairwise squared distance 200); samples at chosen squared distances from center 0.
+
+    Known: d_{i y_i} = 1 and 3. Outliers: squared distance 1, 4 and 16 to center 0 (>= 81 to the others).
+    """
+    method.centers.centers.data.copy_(10 * torch.eye(C, D))
+    mu = method.centers.centers.detach()
+    e = torch.eye(D)
+    z = torch.stack(
+        [mu[0] + 1.0 * e[6], mu[1] + 3**0.5 * e[7], mu[0] + 1.0 * e[6], mu[0] + 2.0 * e[6], mu[0] + 4.0 * e[7]]
+    )
+    y = torch.tensor([0, 1, -1, -1, -1])
+    return z, y
+
+
+@pytest.mark.parametrize("form,inside", [("reference", [True, False, False]), ("paper", [True, True, False])])
+def test_diagnostics_count_the_outliers_inside_the_margin(form, inside):
+    # margin 2, radius 1: the reference form reaches squared distance < 2, the paper form < (1 + 2)^2 = 9
+    method = MCHAD(C, D, weight_oe=1e-3, margin=2.0, radius=1.0, margin_form=form)
+    z, y = placed_batch(method)
+    out = method(z)
+    diag = method.diagnostics(out, y)
+    assert set(diag) == {
+        "known_center_distance",
+        "center_min_distance",
+        "outliers_in_margin",
+        "margin_term",
+        "outlier_nearest_distance",
+        "outlier_nearest_distance_min",
+    }
+    assert all(v.dim() == 0 and not v.requires_grad for v in diag.values())
+    torch.testing.assert_close(diag["outliers_in_margin"], torch.tensor(sum(inside) / 3))
+    # the unweighted term: the weighted one divided by w_oe, and zero exactly where no outlier is inside
+    torch.testing.assert_close(diag["margin_term"], method.loss(out, y)["margin"] / 1e-3)
+    expected = [2.0**2 - 1.0**2, 0.0, 0.0] if form == "reference" else [9.0 - 1.0, 9.0 - 4.0, 0.0]
+    torch.testing.assert_close(diag["margin_term"], torch.tensor(sum(expected)))
+    torch.testing.assert_close(diag["outlier_nearest_distance"], torch.tensor((1.0 + 4.0 + 16.0) / 3))
+    torch.testing.assert_close(diag["outlier_nearest_distance_min"], torch.tensor(1.0))
+    torch.testing.assert_close(diag["known_center_distance"], torch.tensor(2.0))
+    torch.testing.assert_close(diag["center_min_distance"], torch.tensor(200.0))
+
+
+def test_diagnostics_without_outlier_term_or_outliers():
+    method = MCHAD(C, D, weight_oe=0.0)
+    z, y = placed_batch(method)
+    assert set(method.diagnostics(method(z), y)) == {"known_center_distance", "center_min_distance"}
+    # a G-MCHAD batch without outliers: the outlier numbers are 0, not NaN or inf
+    method = MCHAD(C, D, weight_oe=1e-3)
+    z, y = placed_batch(method)
+    diag = method.diagnostics(method(z[:2]), y[:2])
+    for name in ("outliers_in_margin", "margin_term", "outlier_nearest_distance", "outlier_nearest_distance_min"):
+        assert diag[name].item() == 0.0
+
+
+@pytest.mark.parametrize("form", ["reference", "paper"])
+def test_diagnostics_need_no_host_read(form, monkeypatch):
+    """No .item(), bool(t), nonzero or boolean indexing: on a GPU each would stall the training step."""
+    method = MCHAD(C, D, weight_oe=1e-3, margin_form=form)
+    z, y = mixed_batch()
+    out = method(z)
+    original_getitem = torch.Tensor.__getitem__
+
+    def no_host_read(*args, **kwargs):
+        raise AssertionError("host read in diagnostics")
+
+    def getitem(self, index):
+        if isinstance(index, torch.Tensor) and index.dtype == torch.bool:
+            raise AssertionError("boolean indexing in diagnostics")
+        return original_getitem(self, index)
+
+    for name in ("item", "tolist", "cpu", "nonzero", "__bool__", "__float__", "__int__"):
+        monkeypatch.setattr(torch.Tensor, name, no_host_read)
+    monkeypatch.setattr(torch.Tensor, "__getitem__", getitem)
+    diag = method.diagnostics(out, y)
+    monkeypatch.undo()
+    assert len(diag) == 6 and diag["outlier_nearest_distance"].item() > 0

@@ -16,8 +16,10 @@ from mchad.methods.terms import (
     check_non_negative,
     cross_entropy_known,
     margin_term,
+    margin_threshold,
     min_distance,
     nearest_class,
+    outliers_inside_margin,
 )
 from mchad.nn.centers import ClassCenters, RunningClassMeans, pairwise_squared_distances
 
@@ -110,7 +112,8 @@ def test_margin_term_paper_form():
 def test_cross_entropy_known_ignores_outliers():
     logits, y = batch()
     known = y >= 0
-    torch.testing.assert_close(cross_entropy_known(logits, y), torch.nn.functional.cross_entropy(logits[known], y[known]))
+    expected = torch.nn.functional.cross_entropy(logits[known], y[known])
+    torch.testing.assert_close(cross_entropy_known(logits, y), expected)
 
 
 @pytest.mark.parametrize("n_known,n_outliers", [(0, 5), (6, 0)])
@@ -146,8 +149,20 @@ def test_scores_and_prediction():
 
 def test_argument_checks():
     check_non_negative(weight=0.0, margin=2.0)
-    with pytest.raises(ConfigError, match="method.weight_oe=-1"):
+    with pytest.raises(ConfigError, match=r"method\.weight_oe=-1"):
         check_non_negative(weight_oe=-1)
     check_margin_form("paper")
     with pytest.raises(ConfigError, match="margin_form=squared"):
         check_margin_form("squared")
+
+
+@pytest.mark.parametrize("form,margin,radius", [("reference", 4.0, 0.0), ("paper", 1.0, 1.0), ("paper", 2.0, 0.0)])
+def test_inside_margin_is_where_the_margin_term_is_non_zero(form, margin, radius):
+    d, y = batch(12, 40, seed=3)
+    per_outlier = torch.stack([margin_term(d[i : i + 1], y[i : i + 1], margin, form, radius) for i in range(len(y))])
+    inside = outliers_inside_margin(d, y, margin, form, radius)
+    assert not inside[y >= 0].any()
+    assert torch.equal(inside, per_outlier > 0)
+    assert 0 < int(inside.sum()) < int((y < 0).sum())  # both sides of the margin occur
+    # both forms reach squared distance 4 here: m = 4 (reference), (r + m)^2 = 4 (paper)
+    assert margin_threshold(margin, form, radius) == 4.0

@@ -15,11 +15,10 @@ import torch
 from pytorch_ood.metrics import OODMetrics
 from sklearn.metrics import average_precision_score
 
-from bench.metrics import sklearn_metrics as sklearn_oracle
-
 from mchad.evaluation import metrics
 from mchad.evaluation.metrics import METRIC_NAMES, accuracy, ood_metrics
-from mchad.evaluation.running_accuracy import KnownClassAccuracy
+from mchad.evaluation.oracle import sklearn_metrics as sklearn_oracle
+from mchad.module import KnownClassAccuracy
 
 _gen = torch.Generator().manual_seed(0)
 
@@ -56,7 +55,12 @@ def pytorch_ood_metrics(id_scores, ood_scores) -> dict[str, float]:
         # its AUTC, which we do not report, warns on constant or infinite scores
         warnings.simplefilter("ignore", UserWarning)
         reference = OODMetrics().update(scores, labels).compute()
-    return {"AUROC": reference["AUROC"], "AUPR-IN": reference["AUPR-IN"], "AUPR-OUT": reference["AUPR-OUT"], "FPR95": reference["FPR95TPR"]}
+    return {
+        "AUROC": reference["AUROC"],
+        "AUPR-IN": reference["AUPR-IN"],
+        "AUPR-OUT": reference["AUPR-OUT"],
+        "FPR95": reference["FPR95TPR"],
+    }
 
 
 def sklearn_metrics(id_scores: torch.Tensor, ood_scores: torch.Tensor) -> dict[str, float]:
@@ -67,7 +71,9 @@ def torch_path_metrics(id_scores: torch.Tensor, ood_scores: torch.Tensor) -> dic
     """What ood_metrics computes on a GPU (one torch.sort of the pooled scores), here on the CPU."""
     dtype = torch.promote_types(id_scores.dtype, ood_scores.dtype)
     id_scores, ood_scores = id_scores.reshape(-1).to(dtype), ood_scores.reshape(-1).to(dtype)
-    return metrics._metrics(id_scores.numel(), ood_scores.numel(), *metrics._parts_from_pooled_sort(id_scores, ood_scores))
+    return metrics._metrics(
+        id_scores.numel(), ood_scores.numel(), *metrics._parts_from_pooled_sort(id_scores, ood_scores)
+    )
 
 
 @pytest.mark.parametrize("dtype", [None, torch.float32], ids=["as-is", "float32"])
@@ -113,7 +119,10 @@ def test_cpu_path_is_bit_identical_on_all_equal_and_special_scores(dtype, monkey
         (torch.full((50,), 3.0), torch.full((70,), 3.0)),
         (torch.full((7,), -0.0), torch.full((3,), 0.0)),
         (special, special.flip(0)),
-        (special[torch.randint(0, 10, (300,), generator=generator)], special[torch.randint(0, 10, (200,), generator=generator)]),
+        (
+            special[torch.randint(0, 10, (300,), generator=generator)],
+            special[torch.randint(0, 10, (200,), generator=generator)],
+        ),
     ]:
         id_scores, ood_scores = id_scores.to(dtype), ood_scores.to(dtype)
         assert ood_metrics(id_scores, ood_scores) == torch_path_metrics(id_scores, ood_scores)
@@ -126,9 +135,19 @@ def test_smallest_count_at_level_matches_the_float_comparison():
 
 
 def test_known_values():
-    assert ood_metrics(torch.tensor([0.0]), torch.tensor([1.0])) == {"AUROC": 1.0, "AUPR-IN": 1.0, "AUPR-OUT": 1.0, "FPR95": 0.0}
+    assert ood_metrics(torch.tensor([0.0]), torch.tensor([1.0])) == {
+        "AUROC": 1.0,
+        "AUPR-IN": 1.0,
+        "AUPR-OUT": 1.0,
+        "FPR95": 0.0,
+    }
     # all tied: one ROC segment from (0,0) to (1,1); PR trapezoid from (0, 1) to (1, 1/2)
-    assert ood_metrics(torch.zeros(4), torch.zeros(4)) == {"AUROC": 0.5, "AUPR-IN": 0.75, "AUPR-OUT": 0.75, "FPR95": 1.0}
+    assert ood_metrics(torch.zeros(4), torch.zeros(4)) == {
+        "AUROC": 0.5,
+        "AUPR-IN": 0.75,
+        "AUPR-OUT": 0.75,
+        "FPR95": 1.0,
+    }
     # 19 of 20 OOD above every ID sample, one below: TPR reaches 0.95 exactly at FPR 0
     ood = torch.cat([torch.full((19,), 5.0), torch.tensor([-5.0])])
     assert ood_metrics(torch.zeros(10), ood)["FPR95"] == 0.0

@@ -1,4 +1,5 @@
-"""The module commands (``python -m mchad.data``, ``python -m mchad.report``, ``python -m bench``) as a user runs them.
+"""The console scripts ``mchad-data`` and ``mchad-report`` as a user runs them (``mchad-train`` / ``mchad-eval``
+are Hydra applications: tests/test_cli.py and tests/test_bad_input.py).
 
 Only ``--help`` and bad input, so nothing is downloaded, trained or benchmarked: ``--help`` exits 0
 and prints the usage; bad arguments exit 2 with argparse's usage and one ``error:`` line; bad input
@@ -8,26 +9,19 @@ that argparse cannot see (an unknown experiment, a missing directory) exits 2 wi
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SRC = ROOT / "src"
-
-COMMANDS = ["mchad.data", "mchad.report", "bench"]
+COMMANDS = ["mchad-data", "mchad-report"]
 
 
-def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
-    """``python -m module args`` from the repository root (where ``bench`` is importable)."""
-    path = os.pathsep.join(filter(None, [str(SRC), str(ROOT), os.environ.get("PYTHONPATH")]))
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": path},
-    )  # fmt: skip
+def run_module(command: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The installed console script ``command`` (next to this Python) with ``args``."""
+    script = Path(sys.executable).parent / command
+    return subprocess.run([script, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -37,9 +31,9 @@ def error_lines(stderr: str) -> list[str]:
 def assert_usage_error(process: subprocess.CompletedProcess, module: str, message: str) -> None:
     """argparse's answer to bad arguments: status 2, the usage, then one ``<prog>: error: ...`` line."""
     assert process.returncode == 2, process.stderr
-    assert process.stderr.startswith(f"usage: python -m {module}"), process.stderr
+    assert process.stderr.startswith(f"usage: {module}"), process.stderr
     assert error_lines(process.stderr) == [process.stderr.splitlines()[-1]], process.stderr
-    assert process.stderr.splitlines()[-1].startswith(f"python -m {module}: error: {message}"), process.stderr
+    assert process.stderr.splitlines()[-1].startswith(f"{module}: error: {message}"), process.stderr
 
 
 def assert_one_line_error(process: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -58,24 +52,23 @@ def assert_one_line_error(process: subprocess.CompletedProcess, *fragments: str)
 def test_help_exits_0_and_prints_usage_and_examples(module):
     process = run_module(module, "--help")
     assert process.returncode == 0, process.stderr
-    assert process.stdout.startswith(f"usage: python -m {module}"), process.stdout
+    assert process.stdout.startswith(f"usage: {module}"), process.stdout
     assert "examples:" in process.stdout
     assert "error" not in process.stderr
 
 
 def test_data_prepare_help_exits_0():
-    process = run_module("mchad.data", "prepare", "--help")
+    process = run_module("mchad-data", "prepare", "--help")
     assert process.returncode == 0, process.stderr
-    assert process.stdout.startswith("usage: python -m mchad.data prepare"), process.stdout
+    assert process.stdout.startswith("usage: mchad-data prepare"), process.stdout
     assert "experiment=" in process.stdout and "examples:" in process.stdout
 
 
 @pytest.mark.parametrize(
     ("module", "args"),
     [
-        ("mchad.data", ["prepare", "experiment=quickstart", "--no-such-flag"]),
-        ("mchad.report", ["logs", "--out", "report", "--no-such-flag"]),
-        ("bench", ["--no-such-flag"]),
+        ("mchad-data", ["prepare", "experiment=quickstart", "--no-such-flag"]),
+        ("mchad-report", ["logs", "--out", "report", "--no-such-flag"]),
     ],
 )
 def test_unknown_flag_exits_2_with_usage_and_one_error_line(module, args):
@@ -85,12 +78,9 @@ def test_unknown_flag_exits_2_with_usage_and_one_error_line(module, args):
 @pytest.mark.parametrize(
     ("module", "args", "message"),
     [
-        ("mchad.data", [], "the following arguments are required: COMMAND"),
-        ("mchad.data", ["download"], "argument COMMAND: invalid choice: 'download'"),
-        ("mchad.report", [], "the following arguments are required: DIR, --out"),
-        ("bench", ["--threads"], "argument --threads: expected one argument"),
-        ("bench", ["--threads", "0"], "argument --threads: 0 is less than 1"),
-        ("bench", ["no_such_benchmark"], "unknown benchmark no_such_benchmark: choose from train_throughput"),
+        ("mchad-data", [], "the following arguments are required: COMMAND"),
+        ("mchad-data", ["download"], "argument COMMAND: invalid choice: 'download'"),
+        ("mchad-report", [], "the following arguments are required: DIR, --out"),
     ],
 )
 def test_missing_or_invalid_arguments_exit_2_with_usage_and_one_error_line(module, args, message):
@@ -98,30 +88,19 @@ def test_missing_or_invalid_arguments_exit_2_with_usage_and_one_error_line(modul
 
 
 def test_data_prepare_unknown_experiment_is_one_line_before_any_download():
-    process = run_module("mchad.data", "prepare", "experiment=cifar10-gmchad", "experiment=nope")
+    process = run_module("mchad-data", "prepare", "experiment=cifar10-gmchad", "experiment=nope")
     line = assert_one_line_error(process, "experiment=nope", "unknown experiment 'nope'", "cifar10-gmchad")
     assert line.startswith("error: experiment=nope: ")
     assert process.stdout == ""  # checked before the first experiment's data are touched
 
 
 def test_report_missing_directory_is_one_line(tmp_path):
-    process = run_module("mchad.report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
+    process = run_module("mchad-report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
     assert_one_line_error(process, f"results directory {tmp_path / 'nowhere'} does not exist")
     assert not (tmp_path / "out").exists()
 
 
 def test_report_out_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "report").write_text("")
-    process = run_module("mchad.report", str(tmp_path), "--out", str(tmp_path / "report"))
+    process = run_module("mchad-report", str(tmp_path), "--out", str(tmp_path / "report"))
     assert_one_line_error(process, f"--out {tmp_path / 'report'} is a file")
-
-
-def test_bench_data_root_that_does_not_exist_is_one_line(tmp_path):
-    process = run_module("bench", "--data-root", str(tmp_path / "nowhere"), "metrics")
-    assert_one_line_error(process, f"--data-root {tmp_path / 'nowhere'} does not exist")
-
-
-def test_bench_data_root_without_the_data_folders_is_one_line(tmp_path):
-    (tmp_path / "cifar10").mkdir()
-    process = run_module("bench", "--data-root", str(tmp_path))
-    assert_one_line_error(process, "has no tinyimagenet32/")

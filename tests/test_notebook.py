@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 from jupyter_client.kernelspec import find_kernel_specs
 from nbclient import NotebookClient
-
 from test_report import METRICS, expected_summary, make_sweep
 from test_sweeps import sweep
 
@@ -58,7 +57,9 @@ def count_plots(outputs: list) -> int:
 
 def summary_table(outputs: list) -> dict[tuple[str, ...], dict[str, str]]:
     """The cells of the paper's table as the notebook displays it (its first markdown table), by (dataset, method, score)."""
-    text = next(o["data"]["text/markdown"] for o in outputs if o.get("data", {}).get("text/markdown", "").startswith("|"))
+    text = next(
+        o["data"]["text/markdown"] for o in outputs if o.get("data", {}).get("text/markdown", "").startswith("|")
+    )
     header, _, *rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in text.strip().splitlines()]
     return {tuple(row[:3]): dict(zip(header, row)) for row in rows}
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mchad.cli import launch
+from mchad.cli.launch import launch
 from mchad.train import eval_run_dir_override, evaluate_checkpoint, train
 
 QUICK = ["experiment=quickstart", "trainer.max_epochs=1", "logger=none", "test_checkpoint=current"]
@@ -81,8 +81,12 @@ def test_eval_adds_ood_folders_to_a_finished_run(tmp_path, monkeypatch):
     launch(train, "run", [*QUICK, "trainer.limit_test_batches=1", f"hydra.run.dir={tmp_path / 'run'}"])
     folder = image_folder(tmp_path / "reviewer-set")
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    launch(evaluate_checkpoint, "eval", [f"ckpt_path={ckpt}", "testsets=none", f"ood_folders=[{folder}]"],
-           defaults=eval_run_dir_override)  # what eval.py passes: results go to <run>/eval/<time>
+    launch(
+        evaluate_checkpoint,
+        "eval",
+        [f"ckpt_path={ckpt}", "testsets=none", f"ood_folders=[{folder}]"],
+        defaults=eval_run_dir_override,
+    )  # what eval.py passes: results go to <run>/eval/<time>
     [path] = list((tmp_path / "run" / "eval").rglob("results.csv"))
     table = pd.read_csv(path)
     assert table.ood_dataset.tolist() == ["reviewer-set"] and (table.experiment == "quickstart").all()

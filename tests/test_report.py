@@ -1,4 +1,4 @@
-"""mchad.report on a synthetic sweep: 2 data sets x 2 methods x 3 seeds x 3 OOD sets, plus one failed
+"""mchad-report on a synthetic sweep: 2 data sets x 2 methods x 3 seeds x 3 OOD sets, plus one failed
 and one incomplete run. Expected numbers are recomputed here with pandas, independently of the module."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import pytest
 from matplotlib import cbook
 from PIL import Image
 
+from mchad.cli.report import main
 from mchad.errors import ConfigError
 from mchad.report import auroc_boxplot, find_runs, load_results, per_ood, select_headline, summarize, to_markdown
-from mchad.report.__main__ import main
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 DESIGN_COLUMNS = [
@@ -32,7 +32,7 @@ SEEDS = (1, 2, 3)
 OOD_SETS = {"textures": "far", "lsun-crop": "far", "cifar100": "near"}
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
+def write_csv(path: Path, rows: list[dict]) -> None:
     with path.open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=DESIGN_COLUMNS)
         writer.writeheader()
@@ -52,15 +52,27 @@ def make_sweep(root: Path) -> dict[str, Path]:
                 accuracy = rng.uniform(0.5, 0.99)
                 rows = [
                     {
-                        "experiment": f"{dataset}-{method}", "method": method, "dataset": dataset,
-                        "ood_dataset": ood, "group": group, "score": score, "seed": seed, "Accuracy": accuracy,
-                        "AUROC": rng.uniform(0.5, 1), "AUPR-IN": rng.uniform(0.5, 1), "AUPR-OUT": rng.uniform(0.5, 1),
-                        "FPR95": rng.uniform(0, 1), "n_id": 1000, "n_ood": 500, "epochs": 10, "run_dir": str(run_dir),
-                    }  # fmt: skip
+                        "experiment": f"{dataset}-{method}",
+                        "method": method,
+                        "dataset": dataset,
+                        "ood_dataset": ood,
+                        "group": group,
+                        "score": score,
+                        "seed": seed,
+                        "Accuracy": accuracy,
+                        "AUROC": rng.uniform(0.5, 1),
+                        "AUPR-IN": rng.uniform(0.5, 1),
+                        "AUPR-OUT": rng.uniform(0.5, 1),
+                        "FPR95": rng.uniform(0, 1),
+                        "n_id": 1000,
+                        "n_ood": 500,
+                        "epochs": 10,
+                        "run_dir": str(run_dir),
+                    }
                     for score in scores
                     for ood, group in OOD_SETS.items()
                 ]
-                _write_csv(run_dir / "results.csv", rows)
+                write_csv(run_dir / "results.csv", rows)
     failed = sweep / "cifar10-mchad" / "4"
     (failed / ".hydra").mkdir(parents=True)
     (failed / ".hydra" / "config.yaml").write_text("seed: 4\n")
@@ -87,11 +99,11 @@ def sweep(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def cli_report(sweep, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """``python -m mchad.report ROOT --out OUT --latex`` run once, as a user would."""
+    """``mchad-report ROOT --out OUT --latex`` run once, as a user would."""
     out = tmp_path_factory.mktemp("report")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
     process = subprocess.run(
-        [sys.executable, "-m", "mchad.report", str(sweep["root"]), "--out", str(out), "--latex"],
+        [sys.executable, "-m", "mchad.cli.report", str(sweep["root"]), "--out", str(out), "--latex"],
         capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
     assert process.returncode == 0, process.stderr
@@ -137,7 +149,7 @@ def test_rows_follow_the_paper_order(cli_report):
         for method in ("mchad", "softmax")
         for score in METHOD_SCORES[method]
     ]
-    assert list(zip(summary["dataset"], summary["method"], summary["score"])) == paper_order
+    assert list(zip(summary["dataset"], summary["method"], summary["score"], strict=True)) == paper_order
 
 
 def test_failed_and_incomplete_runs_are_listed_not_averaged(sweep, cli_report):
@@ -161,7 +173,7 @@ def test_per_ood_tables_hold_each_ood_set(sweep, cli_report):
     textures_section = text.split("## textures")[1].split("##")[0]
     mchad_row = next(line for line in textures_section.splitlines() if line.startswith("| mchad | distance |"))
     header = next(line for line in textures_section.splitlines() if line.startswith("| method |"))
-    cells = dict(zip(header.split(" | "), mchad_row.split(" | ")))
+    cells = dict(zip(header.split(" | "), mchad_row.split(" | "), strict=True))
     assert cells["AUROC"] == f"{auroc.mean():.2f} ± {auroc.std():.2f}"
 
 
@@ -192,7 +204,7 @@ def latex_rows(tex: str) -> dict[tuple[str, str, str], dict[str, str]]:
             continue
         cells = line.removesuffix(" \\\\").split(" & ")
         key = [cell or previous[i] for i, cell in enumerate(cells[:3])]
-        rows[tuple(key)] = dict(zip(header, cells))
+        rows[tuple(key)] = dict(zip(header, cells, strict=True))
         previous = key
     return rows
 
@@ -215,7 +227,9 @@ def per_run_auroc(root: Path, dataset: str) -> dict[str, np.ndarray]:
     """Tick label 'method<newline>score' -> each run's AUROC (mean over its OOD sets, percent), from the CSV files."""
     raw = pd.concat([pd.read_csv(path) for path in root.rglob("results.csv")])
     runs = raw[raw["dataset"] == dataset].groupby(["method", "score", "run_dir"])["AUROC"].mean() * 100
-    return {f"{method}\n{score}": group.to_numpy() for (method, score), group in runs.groupby(level=["method", "score"])}
+    return {
+        f"{method}\n{score}": group.to_numpy() for (method, score), group in runs.groupby(level=["method", "score"])
+    }
 
 
 def _near(position: int, xs) -> bool:
@@ -255,7 +269,7 @@ def test_no_latex_flag_writes_no_tex(sweep, tmp_path):
 def test_headline_scores_keep_one_row_per_method(sweep):
     results = load_results(sweep["root"])
     summary = summarize(select_headline(results, ["distance", "softmax=msp"]))
-    assert set(zip(summary["method"], summary["score"])) == {("mchad", "distance"), ("softmax", "msp")}
+    assert set(zip(summary["method"], summary["score"], strict=True)) == {("mchad", "distance"), ("softmax", "msp")}
     # "distance" alone leaves softmax, which has no such score, with all its scores
     assert set(select_headline(results, ["distance"])["score"]) == {"distance", "msp", "energy"}
 
@@ -291,7 +305,7 @@ def _ablation_run(root: Path, overrides: list[str], seed: int, auroc: float) -> 
         "group": "far", "score": "distance", "seed": seed, "Accuracy": 0.9, "AUROC": auroc, "AUPR-IN": 0.5,
         "AUPR-OUT": 0.5, "FPR95": 0.5, "n_id": 10, "n_ood": 10, "epochs": 1, "run_dir": str(run_dir),
     }  # fmt: skip
-    _write_csv(run_dir / "results.csv", [row])
+    write_csv(run_dir / "results.csv", [row])
 
 
 def test_variants_of_an_ablation_are_averaged_apart(tmp_path):
@@ -320,7 +334,7 @@ def test_n_seeds_counts_runs_not_distinct_seed_values(tmp_path):
             "group": "far", "score": "distance", "seed": seed, "Accuracy": 0.9, "AUROC": auroc, "AUPR-IN": 0.5,
             "AUPR-OUT": 0.5, "FPR95": 0.5, "n_id": 10, "n_ood": 10, "epochs": 1, "run_dir": str(run_dir),
         }  # fmt: skip
-        _write_csv(run_dir / "results.csv", [row])
+        write_csv(run_dir / "results.csv", [row])
     results = load_results(tmp_path)
     for table in (summarize(results), per_ood(results)):
         assert len(table) == 1 and table["variant"].tolist() == [""]

@@ -62,13 +62,13 @@ BAD = [
     ([QUICK, "paths.data_dir=5"], "paths.data_dir="),
     ([QUICK, "+unknown_key=1"], "unknown_key="),
     # model
-    ([QUICK, "model.lr=nan"], "model.lr="),
-    ([QUICK, "model.lr=inf"], "model.lr="),
-    ([QUICK, "model.lr=-1e-3"], "model.lr="),
-    ([QUICK, "model.lr=0"], "model.lr="),
-    ([QUICK, "model.lr=fast"], "model.lr="),
-    ([QUICK, "model.weight_decay=-1e-5"], "model.weight_decay="),
-    ([QUICK, "model.weight_decay=inf"], "model.weight_decay="),
+    ([QUICK, "model.optimizer.lr=nan"], "model.optimizer.lr="),
+    ([QUICK, "model.optimizer.lr=inf"], "model.optimizer.lr="),
+    ([QUICK, "model.optimizer.lr=-1e-3"], "model.optimizer.lr="),
+    ([QUICK, "model.optimizer.lr=0"], "model.optimizer.lr="),
+    ([QUICK, "model.optimizer.lr=fast"], "model.optimizer.lr="),
+    ([QUICK, "model.optimizer.weight_decay=-1e-5"], "model.optimizer.weight_decay="),
+    ([QUICK, "model.optimizer.weight_decay=inf"], "model.optimizer.weight_decay="),
     ([QUICK, "model.compile=fast"], "model.compile="),
     ([QUICK, "model.compile=1"], "model.compile="),
     ([QUICK, "model.channels_last=0"], "model.channels_last="),
@@ -158,7 +158,7 @@ BAD = [
 
 GOOD = [
     [QUICK],
-    [QUICK, "seed=0", "threads=2", "model.lr=1", "model.weight_decay=0"],
+    [QUICK, "seed=0", "threads=2", "model.optimizer.lr=1", "model.optimizer.weight_decay=0"],
     [QUICK, "model.compile=reduce-overhead", "trainer.precision=bf16-mixed"],
     [QUICK, "model.compile=true", "trainer.precision=16", "trainer.deterministic=warn"],
     [QUICK, "data.val_size=100", "data.batches_per_epoch=10", "data.crop_padding=0", "data.flip=true"],
@@ -212,7 +212,9 @@ def test_gpu_trainer_validates_when_a_gpu_is_visible(monkeypatch):
 
 def test_no_gpu_message_says_to_use_cpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ConfigError, match=r"^trainer\.accelerator='gpu' needs a GPU, but none is visible: use trainer=cpu"):
+    with pytest.raises(
+        ConfigError, match=r"^trainer\.accelerator='gpu' needs a GPU, but none is visible: use trainer=cpu"
+    ):
         validate_config(compose([QUICK, "trainer=gpu"]))
 
 
@@ -288,6 +290,13 @@ def test_a_new_method_is_checked_by_its_signature(arguments, key):
 
 
 def test_a_new_method_with_good_arguments_passes():
-    node = {"name": "free", "_target_": f"{__name__}.FreeMethod", "n_classes": 10, "n_embedding": 16,
-            "weight_new": 0, "steps": 2, "warm": True}
+    node = {
+        "name": "free",
+        "_target_": f"{__name__}.FreeMethod",
+        "n_classes": 10,
+        "n_embedding": 16,
+        "weight_new": 0,
+        "steps": 2,
+        "warm": True,
+    }
     check_arguments(node, ("method",), *TARGET_NODES[("method",)])

@@ -22,8 +22,15 @@ from mchad.config import compose
 ROOT = Path(__file__).resolve().parents[1]
 
 # a quickstart run of a few seconds: one epoch of at most 5 batches, 2 batches of 128 per val and test set
-QUICK = ["experiment=quickstart", "debug=limit", "trainer.max_epochs=1", "data.eval_batch_size=128", "logger=none",
-         "test_checkpoint=current", "tag=t"]
+QUICK = [
+    "experiment=quickstart",
+    "debug=limit",
+    "trainer.max_epochs=1",
+    "data.eval_batch_size=128",
+    "logger=none",
+    "test_checkpoint=current",
+    "tag=t",
+]
 # keep the checkpoint callback (resuming needs last.ckpt); the others want a logger or a terminal
 CHECKPOINTS_ONLY = ["~callbacks.progress_bar", "~callbacks.lr_monitor"]
 JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
@@ -57,10 +64,10 @@ def named(dirs: dict[str, Path], *parts: str) -> Path:
 
 
 def check_report(sweep_dir: Path, out: Path) -> None:
-    """``python -m mchad.report`` over the sweep: one quickstart row of two seeds, whose numbers are recomputed
+    """``mchad-report`` over the sweep: one quickstart row of two seeds, whose numbers are recomputed
     here from the runs' results.csv (percent, mean over OOD sets per run, then mean and std over runs)."""
     result = subprocess.run(
-        [sys.executable, "-m", "mchad.report", str(sweep_dir), "--out", str(out)], capture_output=True, text=True
+        [sys.executable, "-m", "mchad.cli.report", str(sweep_dir), "--out", str(out)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
     summary = pd.read_csv(out / "summary.csv")
@@ -139,7 +146,11 @@ def test_ray_launcher_configs(launcher, expected):
 
 def script(name: str, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["bash", str(ROOT / "bash" / name), *args], cwd=cwd, capture_output=True, text=True, timeout=60,
+        ["bash", str(ROOT / "bash" / name), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, **env},
     )
 
@@ -189,8 +200,9 @@ def test_run_experiments_goes_on_after_a_failed_sweep_and_lists_it(tmp_path):
     calls = tmp_path / "calls.txt"
     fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {calls}\n[[ "$*" != *experiment=cifar10-cac* ]]\n')
     fake.chmod(0o755)
-    result = script("run-experiments.sh", "2", "x=1", cwd=tmp_path, PYTHON=str(fake), DATASETS="cifar10",
-                    METHODS="mchad cac ii")
+    result = script(
+        "run-experiments.sh", "2", "x=1", cwd=tmp_path, PYTHON=str(fake), DATASETS="cifar10", METHODS="mchad cac ii"
+    )
     assert result.returncode == 1
     assert calls.read_text().splitlines() == [
         f"run.py -m experiment=cifar10-{m} tag=paper seed=range(1,3) x=1" for m in ("mchad", "cac", "ii")

@@ -69,8 +69,10 @@ def test_killed_run_resumes_from_last_checkpoint(quickstart_run, tmp_path, monke
         return original_fit(self, model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=weights_only)
 
     monkeypatch.setattr(pl.Trainer, "fit", spy_fit)
-    cfg = compose(["experiment=quickstart", f"paths.data_dir={cfg.paths.data_dir}", "trainer.max_epochs=2",
-                   "logger=none"], output_dir=resumed_dir)
+    cfg = compose(
+        ["experiment=quickstart", f"paths.data_dir={cfg.paths.data_dir}", "trainer.max_epochs=2", "logger=none"],
+        output_dir=resumed_dir,
+    )
     train(cfg, resumed_dir)
     assert seen["ckpt_path"] == str(resumed_dir / "checkpoints" / "last.ckpt")
     assert seen["weights_only"] is True, "no environment variable may turn safe loading off"
@@ -78,7 +80,7 @@ def test_killed_run_resumes_from_last_checkpoint(quickstart_run, tmp_path, monke
 
 
 def test_eval_of_checkpoint_alone_reproduces_results(quickstart_run, tmp_path):
-    cfg, run_dir, rows = quickstart_run
+    _, run_dir, _ = quickstart_run
     best = run_dir / "checkpoints" / "best.ckpt"
     # nothing but the checkpoint: the model, data and test sets come from the run's config.yaml;
     # the default experiment's data (CIFAR-10), pretrained file and outliers are never read
@@ -93,7 +95,7 @@ def test_eval_of_checkpoint_alone_reproduces_results(quickstart_run, tmp_path):
 
 
 def test_eval_refuses_an_override_that_changes_the_model(quickstart_run, tmp_path):
-    cfg, run_dir, _ = quickstart_run
+    _, run_dir, _ = quickstart_run
     eval_cfg = compose([f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", "method.n_embedding=4"],
                        output_dir=tmp_path / "eval")  # fmt: skip
     with pytest.raises(ConfigError, match="method.n_embedding would change the model"):

@@ -79,7 +79,11 @@ def test_old_checkpoint_without_num_batches_tracked_loads(tmp_path):
 @pytest.mark.parametrize(
     ("depth", "widen_factor", "message"),
     [
-        (10, 1, r"WRN-10-1: block1\.layer\.0\.conv1\.weight has shape \(32, 16, 3, 3\) where the backbone has \(16, 16, 3, 3\)"),
+        (
+            10,
+            1,
+            r"WRN-10-1: block1\.layer\.0\.conv1\.weight has shape \(32, 16, 3, 3\) where the backbone has \(16, 16, 3, 3\)",
+        ),
         (16, 2, r"WRN-16-2: it lacks block1\.layer\.1\.bn1\.weight \(32,\)"),
     ],
 )

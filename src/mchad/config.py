@@ -1,4 +1,4 @@
-"""Config composition outside ``@hydra.main`` (tests, ``mchad.data prepare``, notebooks) and
+"""Config composition outside ``@hydra.main`` (tests, ``mchad-data prepare``, notebooks) and
 the checks that turn bad names into one-line errors before Hydra prints a stack trace."""
 
 from __future__ import annotations
@@ -15,14 +15,30 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mchad.errors import ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"
+"""The project's config tree; shipped inside the package, so an installed copy runs from any directory
+(the repository's top-level ``config`` is a link to it)."""
 
-GROUPS_CHECKED = ("experiment", "method", "data", "backbone", "testsets", "trainer", "debug", "logger", "callbacks")
+
+def groups(config_dirs: Sequence[Path] = ()) -> list[str]:
+    """The config groups (folders of yaml options, e.g. ``method``, ``model/optimizer``) of the project and
+    ``config_dirs``; Hydra's own ``hydra/...`` groups are left to Hydra, whose plugins add options there."""
+    found = set()
+    for folder in (CONFIG_DIR, *config_dirs):
+        for option in Path(folder).rglob("*.yaml"):
+            group = option.parent.relative_to(folder).as_posix()
+            if group != "." and group.split("/")[0] != "hydra":
+                found.add(group)
+    return sorted(found)
 
 
 def options(group: str, config_dirs: Sequence[Path] = ()) -> list[str]:
-    """The option names of a config group, e.g. ``options("experiment")``, here and in ``config_dirs``."""
-    return sorted({p.stem for folder in (CONFIG_DIR, *config_dirs) for p in (Path(folder) / group).glob("*.yaml")})
+    """The option names of a config group, e.g. ``options("experiment")``, here and in ``config_dirs``;
+    files named ``_*.yaml`` are shared settings that options inherit (``data/_common.yaml``), not options."""
+    folders = (CONFIG_DIR, *config_dirs)
+    return sorted(
+        {p.stem for folder in folders for p in (Path(folder) / group).glob("*.yaml") if not p.stem.startswith("_")}
+    )
 
 
 def check_overrides(overrides: Sequence[str], config_dirs: Sequence[Path] = ()) -> None:
@@ -33,7 +49,7 @@ def check_overrides(overrides: Sequence[str], config_dirs: Sequence[Path] = ()) 
     for override in overrides:
         key, sep, value = override.partition("=")
         key = key.lstrip("+~")
-        if not sep or key not in GROUPS_CHECKED or value in ("", "null"):
+        if not sep or key not in groups(config_dirs) or value in ("", "null"):
             continue
         choices = value.removeprefix("choice(").removesuffix(")").split(",")
         known = options(key, config_dirs)

@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,29 +42,36 @@ NOT_IN_FINGERPRINT = (
 
 
 @contextmanager
-def lock(run_dir: Path) -> Iterator[None]:
-    """Hold ``run_dir`` for this process; a second process fails at once, naming the holder.
+def exclusive(path: Path, busy: Callable[[str], str]) -> Iterator[None]:
+    """Hold the file lock ``path`` for this process, which it records there; when another process holds
+    it, raise ConfigError(``busy(holder pid)``) at once.
 
-    An OS file lock (``flock``) dies with its process, so the lock of a killed run is
+    An OS file lock (``flock``) dies with its process, so the lock of a killed process is
     free for the next start without any stale-lock handling.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / LOCK_FILE
     handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = path.read_text().strip() or "?"
-            raise ConfigError(
-                f"run directory {run_dir} is in use by process {holder}: wait for it to finish, or give this run "
-                "another directory (hydra.run.dir=...)"
-            ) from None
+            raise ConfigError(busy(path.read_text().strip() or "?")) from None
         os.ftruncate(handle, 0)
         os.write(handle, f"{os.getpid()}\n".encode())
         yield
     finally:
         os.close(handle)
+
+
+@contextmanager
+def lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir`` for this process; a second process fails at once, naming the holder."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    busy = lambda holder: (
+        f"run directory {run_dir} is in use by process {holder}: wait for it to finish, or give this "
+        "run another directory (hydra.run.dir=...)"
+    )
+    with exclusive(run_dir / LOCK_FILE, busy):
+        yield
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -171,7 +178,15 @@ def provenance(cfg: DictConfig, device: str) -> dict[str, Any]:
         "host": socket.gethostname(),
         "command": sys.argv,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "packages": installed_packages(),
     }
+
+
+def installed_packages() -> dict[str, str]:
+    """Every distribution importable in this environment and its version (what ``pip freeze`` lists)."""
+    from importlib.metadata import distributions
+
+    return dict(sorted((d.metadata["Name"].lower(), d.version) for d in distributions() if d.metadata["Name"]))
 
 
 def write_provenance(run_dir: Path, record: dict[str, Any]) -> None:

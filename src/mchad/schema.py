@@ -16,10 +16,9 @@ How the schema is built:
   may take several forms (``data.val_size``: a fraction or a count; ``trainer.devices``;
   ``trainer.limit_*_batches`` ...) are :func:`rule` types: a strict union that fails with
   ONE description instead of one error per union member. Choices that live in heavy
-  modules (``trainer.precision`` from Lightning, ``model.compile`` from
-  :mod:`mchad.methods.base`) are :func:`choice` types, looked up at first use.
-* Nodes that are constructor arguments of a ``_target_`` class, ``method`` and
-  ``model.backbone``, are validated against the class's ``__init__`` signature: its
+  modules (``trainer.precision`` from Lightning) are :func:`choice` types, looked up at first use.
+* Nodes that are constructor arguments of a ``_target_`` class, ``method``,
+  ``model.backbone``, ``model.optimizer`` and ``model.scheduler``, are validated against the class's ``__init__`` signature: its
   annotations give the types (:func:`arguments_schema` turns the signature into a model),
   :data:`ARGUMENT_RULES` adds the ranges by parameter name, and :data:`ARGUMENT_ORDER` the
   few relations between two arguments. A new method gets its type checks for free, and its
@@ -42,15 +41,23 @@ import typing
 from collections.abc import Callable
 from fnmatch import fnmatch
 from functools import cache
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, TypeAdapter, ValidationError, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
 from pydantic_core import PydanticCustomError
 
 from mchad.errors import ConfigError
-from mchad.methods.terms import MARGIN_FORMS
 
 # --------------------------------------------------------------------------------------------
 # value types
@@ -103,10 +110,16 @@ def lightning_precisions() -> tuple:
     return ("auto", *literal_values(_PRECISION_INPUT))
 
 
-def compile_settings() -> tuple:
-    """``model.compile``: false, true, or a ``torch.compile`` mode of :data:`mchad.methods.base.COMPILE_MODES`."""
-    from mchad.methods.base import COMPILE_MODES
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+"""``torch.compile`` modes that ``model.compile`` accepts besides true and false."""
 
+STEP_COUNT_ARGUMENTS = ("T_max", "total_steps", "total_iters")
+"""A learning-rate schedule's length argument; left out of ``model.scheduler``, the training loop
+passes the run's number of optimizer steps (:func:`mchad.module.build_scheduler`)."""
+
+
+def compile_settings() -> tuple:
+    """``model.compile``: false, true, or one of :data:`COMPILE_MODES`."""
     return (False, True, *COMPILE_MODES)
 
 
@@ -120,7 +133,10 @@ def device_visible(accelerator: str) -> str:
         raise PydanticCustomError(
             "no_device",
             "needs {kind}, but none is visible",
-            {"kind": kind, "fix": "use trainer=cpu (or trainer.accelerator=auto, which takes a GPU only when one is there)"},
+            {
+                "kind": kind,
+                "fix": "use trainer=cpu (or trainer.accelerator=auto, which takes a GPU only when one is there)",
+            },
         )
     return accelerator
 
@@ -136,7 +152,7 @@ Fraction = Annotated[float, Field(ge=0, le=1)]
 RGB = 3
 """Images are RGB: ``data.mean`` and ``data.std`` hold one number per channel."""
 
-BatchLimit = rule("a number of batches >= 0, a fraction in [0, 1] or null", Optional[Union[NonNegInt, Fraction]])
+BatchLimit = rule("a number of batches >= 0, a fraction in [0, 1] or null", Optional[NonNegInt | Fraction])
 Devices = rule(
     "a number of devices >= 1, -1 (all), auto, or a list of device indices",
     Union[
@@ -166,9 +182,9 @@ class Target(BaseModel):
 
 class ModelConfig(Node):
     backbone: Target
-    pretrained_checkpoint: Optional[str] = None
-    lr: Positive
-    weight_decay: NonNegative
+    pretrained_checkpoint: str | None = None
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any] | None = None
     compile: choice(compile_settings, False, True) = False
     channels_last: bool = True
     embedding_plots: bool = False
@@ -177,8 +193,8 @@ class ModelConfig(Node):
 
 class Outliers(Node):
     name: Text
-    root: Optional[str] = None
-    batch_size: Optional[PositiveInt] = None  # null: data.batch_size
+    root: str | None = None
+    batch_size: PositiveInt | None = None  # null: data.batch_size
 
 
 class DataConfig(Node):
@@ -186,14 +202,18 @@ class DataConfig(Node):
 
     name: Text
     n_classes: Annotated[int, Field(ge=2)]  # a classifier needs two known classes (Method refuses fewer)
-    root: Optional[str] = None
+    root: str | None = None
     download: bool = True
-    val_size: rule("a fraction in (0, 1) or a count >= 1", Union[PositiveInt, Annotated[float, Field(gt=0, lt=1)]]) = 0.1
+    val_size: rule("a fraction in (0, 1) or a count >= 1", Union[PositiveInt, Annotated[float, Field(gt=0, lt=1)]]) = (
+        0.1
+    )
     batch_size: PositiveInt = 128
-    batches_per_epoch: Optional[PositiveInt] = None
+    batches_per_epoch: PositiveInt | None = None
     eval_batch_size: PositiveInt = 1024
-    outliers: Optional[Outliers] = None
-    mean: Annotated[list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]], Field(min_length=RGB, max_length=RGB)]
+    outliers: Outliers | None = None
+    mean: Annotated[
+        list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]], Field(min_length=RGB, max_length=RGB)
+    ]
     std: Annotated[list[Positive], Field(min_length=RGB, max_length=RGB)]
     crop_padding: NonNegInt = 4
     flip: bool = True
@@ -202,9 +222,9 @@ class DataConfig(Node):
 
 class TestSet(Node):
     name: Text
-    root: Optional[str] = None
+    root: str | None = None
     group: str = ""
-    label: Optional[Text] = None
+    label: Text | None = None
 
 
 class TrainerConfig(Node):
@@ -226,7 +246,7 @@ class TrainerConfig(Node):
     log_every_n_steps: PositiveInt = 50
     fast_dev_run: rule("true, false or a number of batches >= 1", Union[bool, PositiveInt]) = False
     overfit_batches: rule("a number of batches >= 0 or a fraction in [0, 1]", Union[NonNegInt, Fraction]) = 0.0
-    gradient_clip_val: Optional[NonNegative] = None
+    gradient_clip_val: NonNegative | None = None
     deterministic: rule("true, false or warn", Union[bool, Literal["warn"]]) = False
     benchmark: bool = False
 
@@ -236,21 +256,21 @@ class RunConfig(Node):
 
     name: Text
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)]  # Lightning's seed_everything range
-    threads: Optional[PositiveInt] = None
+    threads: PositiveInt | None = None
     tag: Text = "default"
     train: bool = True
     test: bool = True
-    ckpt_path: Optional[str] = None
+    ckpt_path: str | None = None
     test_checkpoint: Literal["best", "current"] = "best"
-    paths: dict[str, Text]
+    paths: dict[str, Text | None]  # paths.outliers may be null (download)
     model: ModelConfig
     data: DataConfig
     testsets: list[TestSet]
     ood_folders: list[Text] = []
     trainer: TrainerConfig
     method: dict[str, Any]
-    logger: Optional[dict[str, Target]] = None
-    callbacks: Optional[dict[str, Target]] = None
+    logger: dict[str, Target] | None = None
+    callbacks: dict[str, Target] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,12 +284,16 @@ ARGUMENT_RULES: dict[str, Any] = {
     "margin": Field(gt=0),
     "radius": Field(ge=0),
     "magnitude": Field(gt=0),
-    "margin_form": Literal[MARGIN_FORMS],
     # model.backbone.*
     "depth": Field(ge=10),
     "widen_factor": Field(ge=1),
     "drop_rate": Field(ge=0, lt=1),
     "n_outputs": Field(ge=1),
+    # model.optimizer.*, model.scheduler.*
+    "lr": Field(gt=0),
+    "weight_decay": Field(ge=0),
+    "momentum": Field(ge=0),
+    "eta_min": Field(ge=0),
 }
 """Ranges of constructor arguments by parameter name (a pattern); a ``Literal`` replaces the annotation."""
 
@@ -278,10 +302,14 @@ ARGUMENT_ORDER: list[tuple[str, str]] = [("margin_in", "margin_out")]
 ``margin_in``, outlier energies above ``margin_out``)."""
 
 
-
 class Arguments(Node):
     """The keys of a ``_target_`` node besides the constructor's arguments."""
 
+    #: check the values against the constructor's annotations (False: only names and :data:`ARGUMENT_RULES`,
+    #: for third-party classes whose annotations a YAML value cannot meet, e.g. tuples)
+    typed: ClassVar[bool] = True
+    #: arguments the code passes when it calls the partial, so the config leaves them out
+    supplied: ClassVar[tuple[str, ...]] = ()
     target: Text = Field(alias="_target_")
 
 
@@ -289,9 +317,21 @@ class MethodArguments(Arguments):
     name: Text  # the method column of results.csv
 
 
+class OptimizerArguments(Arguments):
+    typed = False
+    supplied = ("params",)
+    partial: Literal[True] = Field(alias="_partial_")
+
+
+class SchedulerArguments(OptimizerArguments):
+    supplied = ("optimizer", *STEP_COUNT_ARGUMENTS)
+
+
 TARGET_NODES: dict[tuple[str, ...], tuple[str, type[Arguments]]] = {
     ("method",): ("mchad.methods.method.Method", MethodArguments),
     ("model", "backbone"): ("torch.nn.Module", Arguments),
+    ("model", "optimizer"): ("torch.optim.Optimizer", OptimizerArguments),
+    ("model", "scheduler"): ("torch.optim.lr_scheduler.LRScheduler", SchedulerArguments),
 }
 """The nodes validated against their ``_target_`` class's signature: the base class the target must
 have, and the model of the node's other keys. Checked in this order (the backbone's ``n_outputs``
@@ -311,15 +351,19 @@ def argument_type(name: str, annotation: Any) -> Any:
 def arguments_schema(cls: type, base: type[Arguments]) -> type[Arguments]:
     """A model of ``cls.__init__``'s arguments: its annotations, ranges from :data:`ARGUMENT_RULES`."""
     try:
-        hints = typing.get_type_hints(cls.__init__)
+        hints = typing.get_type_hints(cls.__init__) if base.typed else {}
     except Exception:  # annotations that do not resolve: types unchecked, ranges still apply
         hints = {}
     fields = {}
     for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
-        default = ... if p.default is p.empty else p.default
-        fields[p.name] = (argument_type(p.name, hints.get(p.name, Any)), default)
+        default = None if p.name in base.supplied else ... if p.default is p.empty else p.default
+        ranged = any(fnmatch(p.name, pattern) for pattern in ARGUMENT_RULES)
+        fields[p.name] = (
+            argument_type(p.name, hints.get(p.name, float if ranged and not base.typed else Any)),
+            default,
+        )
     return create_model(f"{cls.__name__}Arguments", __base__=base, **fields)
 
 
@@ -359,8 +403,11 @@ FIXES: dict[str, str] = {
     "ckpt_path": "give the path of a checkpoint of this project, e.g. ckpt_path=logs/runs/NAME/TIME/checkpoints/last.ckpt",
     "test_checkpoint": "use test_checkpoint=best (best validation accuracy) or test_checkpoint=current (the last weights)",
     "paths.*": "give a directory, e.g. {key}=/data/mchad",
-    "model.lr": "use a finite learning rate > 0, e.g. model.lr=1e-3",
-    "model.weight_decay": "use 0 or a small finite weight decay, e.g. model.weight_decay=5e-5",
+    "model.optimizer.lr": "use a finite learning rate > 0, e.g. model.optimizer.lr=1e-3",
+    "model.optimizer.weight_decay": "use 0 or a small finite weight decay, e.g. model.optimizer.weight_decay=5e-5",
+    "model.optimizer._target_": "name a torch optimizer class, e.g. model/optimizer=sgd or model.optimizer._target_=torch.optim.SGD",
+    "model.scheduler._target_": "name a torch learning-rate schedule, e.g. model/scheduler=cosine, or model/scheduler=none",
+    "model.*._partial_": "keep _partial_: true (the training loop passes the parameters and the step count)",
     "model.compile": "use false, true or a torch.compile mode, e.g. model.compile=reduce-overhead",
     "model.pretrained_checkpoint": "give the weights' file, or model.pretrained_checkpoint=null to train from scratch",
     "model.backbone._target_": "pick a backbone with backbone=wrn40-2 or backbone=wrn-small",
@@ -368,7 +415,7 @@ FIXES: dict[str, str] = {
     "model.backbone.depth": "use a WideResNet depth 6n + 4, e.g. model.backbone.depth=40 (or backbone=wrn-small)",
     "model.backbone.widen_factor": "use a whole number >= 1, e.g. model.backbone.widen_factor=2",
     "model.backbone.drop_rate": "use a dropout probability in [0, 1), e.g. model.backbone.drop_rate=0.3",
-    "data.name": "pick the ID data set with data=cifar10, cifar100, svhn or digits",
+    "data.name": "pick the ID data set with data=NAME, a file of config/data/ (e.g. data=cifar10)",
     "data.n_classes": "a classifier needs at least 2 known classes, e.g. data.n_classes=10",
     "data.root": "give the folder of a local copy (root/{train,test}/<class>/*), or data.root=null to download",
     "data.val_size": "give a fraction in (0, 1), e.g. data.val_size=0.1, or a number of images, e.g. data.val_size=5000",
@@ -416,7 +463,7 @@ FIXES: dict[str, str] = {
     "logger": "pick loggers with logger=default or logger=none",
     "logger.*": "give each logger a _target_ class, e.g. pytorch_lightning.loggers.CSVLogger (or logger=none)",
     "callbacks": "pick callbacks with callbacks=default or callbacks=none",
-    "callbacks.*": "give each callback a _target_ class, e.g. mchad.progress.ProgressBar (or callbacks=none)",
+    "callbacks.*": "give each callback a _target_ class, e.g. pytorch_lightning.callbacks.RichProgressBar (or callbacks=none)",
 }
 """The "how to fix" half of a message, by key pattern (list indices left out, ``{key}``: the full key)."""
 
@@ -473,8 +520,10 @@ def message(error: dict, model: type[BaseModel], prefix: tuple = ()) -> str:
     """One line for a pydantic error: ``<key>=<bad value> <what is wrong>: <how to fix>``."""
     loc = prefix + tuple(error["loc"])
     key = key_of(loc)
-    ctx = {k: v if k == "expected" else show(int(v) if isinstance(v, float) and v.is_integer() else v)
-           for k, v in error.get("ctx", {}).items()}
+    ctx = {
+        k: v if k == "expected" else show(int(v) if isinstance(v, float) and v.is_integer() else v)
+        for k, v in error.get("ctx", {}).items()
+    }
     problem = PROBLEMS[error["type"]].format(**ctx) if error["type"] in PROBLEMS else error["msg"]
     head = f"{key} {problem}" if error["type"] == "missing" else f"{key}={show(error['input'])} {problem}"
     pattern_key = ".".join(str(p) for p in loc if not isinstance(p, int))
@@ -567,7 +616,8 @@ def validate_config(cfg: DictConfig) -> None:
         node = values
         for part in path:
             node = node[part]
-        check_arguments(node, path, base, keys)
+        if node is not None:  # model.scheduler: null = a constant learning rate
+            check_arguments(node, path, base, keys)
 
 
-__all__ = ["validate_config", "RunConfig", "ARGUMENT_RULES", "FIXES"]
+__all__ = ["ARGUMENT_RULES", "FIXES", "RunConfig", "validate_config"]

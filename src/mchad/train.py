@@ -16,6 +16,7 @@ run's. Every checkpoint is loaded with ``weights_only=True``.
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import time
 import warnings
@@ -28,6 +29,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.utilities import rank_zero_only
@@ -35,9 +37,11 @@ from pytorch_lightning.utilities import rank_zero_only
 from mchad import rundir
 from mchad.data.datamodule import OODDataModule
 from mchad.errors import ConfigError
+from mchad.evaluation.callback import OODEvaluation
 from mchad.evaluation.results import format_table, read_results, results_complete, write_results
+from mchad.loggers import check_packages, log_config, log_results
 from mchad.methods import build_method
-from mchad.methods.base import OODModule
+from mchad.module import OODModule
 from mchad.nn.wrn import load_pretrained
 from mchad.schema import validate_config
 
@@ -87,11 +91,12 @@ def build_run(cfg: DictConfig, run_dir: Path, evaluation_only: bool = False) -> 
     backbone, no training data and no outliers.
     """
     validate_config(cfg)
+    check_packages(OmegaConf.to_container(cfg.logger, resolve=True) if cfg.get("logger") else None)
     method_name, method = build_method(cfg.method)
     if method.uses_outliers and not cfg.data.get("outliers") and not evaluation_only:
         raise ConfigError(
-            f"method '{method_name}' has an outlier term (weight_oe>0) but data.outliers is null: "
-            "set data.outliers.name (e.g. tinyimages300k or imagefolder with data.outliers.root) or method.weight_oe=0"
+            f"method '{method_name}' has an outlier term (weight_oe>0) but no training outliers: "
+            "choose them with outliers=tinyimages300k (or outliers=imagefolder paths.outliers=DIR), or set method.weight_oe=0"
         )
     backbone = instantiate(cfg.model.backbone)
     if cfg.model.pretrained_checkpoint and not evaluation_only:
@@ -104,8 +109,8 @@ def build_run(cfg: DictConfig, run_dir: Path, evaluation_only: bool = False) -> 
         backbone=backbone,
         method=method,
         augment=datamodule.augment,
-        lr=cfg.model.lr,
-        weight_decay=cfg.model.weight_decay,
+        optimizer=instantiate(cfg.model.optimizer),
+        scheduler=instantiate(cfg.model.scheduler) if cfg.model.get("scheduler") else None,
         channels_last=cfg.model.channels_last,
         compile=cfg.model.compile,
         embedding_plots=cfg.model.embedding_plots,
@@ -127,16 +132,68 @@ def architecture(cfg: DictConfig, method_name: str) -> dict[str, Any]:
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list | None = None, **overrides) -> pl.Trainer:
-    """A Trainer from ``cfg.trainer``, the configured callbacks, and ``loggers`` (default: configured)."""
+    """A Trainer from ``cfg.trainer``, the configured callbacks, and ``loggers`` (default: configured).
+
+    :class:`~mchad.evaluation.callback.OODEvaluation` is always one of the callbacks: it turns
+    the steps' scores into the validation metrics and the test rows (:func:`evaluation_rows`)."""
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_cfg["precision"] = resolve_precision(cfg.trainer)
     if loggers is None:
         loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+        log_config(loggers, cfg)  # MLflow / W&B: the resolved config
+    callbacks = [*(instantiate(c) for c in (cfg.get("callbacks") or {}).values()), OODEvaluation(), ValidationHistory()]
     if not loggers:  # logger=none: Lightning refuses a learning-rate monitor with nothing to log to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     kwargs = {**trainer_cfg, "default_root_dir": str(run_dir), "logger": loggers or False, "callbacks": callbacks}
+    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and not trainer_cfg.get("plugins"):
+        # the submitit worker requeues this job (docs/clusters.md): Lightning's own SLURM requeue would be a second
+        kwargs["plugins"] = [SLURMEnvironment(auto_requeue=False)]
     return pl.Trainer(**{**kwargs, **overrides})
+
+
+class ValidationHistory(pl.Callback):
+    """The ``*/val`` metrics of every validation epoch, kept in the checkpoints (a resumed run has them all)."""
+
+    def __init__(self) -> None:
+        self.epochs: dict[int, dict[str, float]] = {}
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            metrics = trainer.callback_metrics
+            self.epochs[trainer.current_epoch] = {k: float(v) for k, v in metrics.items() if k.endswith("/val")}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epochs = dict(state_dict["epochs"])
+
+
+def validation_metrics(trainer: pl.Trainer, tested_best: bool) -> dict[str, float]:
+    """The ``*/val`` metrics of the epoch whose weights are tested: the best epoch by the checkpoint's monitor
+    (``Accuracy/val``) when ``tested_best``, else the last; {} without validation."""
+    history = next(c for c in trainer.callbacks if isinstance(c, ValidationHistory)).epochs
+    if not history:
+        return {}
+    epoch, callback = max(history), trainer.checkpoint_callback
+    if tested_best and callback is not None and callback.monitor and callback.best_model_score is not None:
+        best = float(callback.best_model_score)
+        epoch = min((e for e in history if history[e].get(callback.monitor) == best), default=epoch)
+    return history[epoch]
+
+
+class RunResults(list):
+    """A run's result rows (one per OOD test set and score, as in results.csv), and ``validation``: the
+    ``*/val`` metrics of the tested weights (:func:`validation_metrics`), a hyperparameter search's objective."""
+
+    def __init__(self, rows: list[dict] = (), validation: dict[str, float] | None = None) -> None:
+        super().__init__(rows)
+        self.validation = dict(validation or {})
+
+
+def evaluation_rows(trainer: pl.Trainer) -> list[dict]:
+    """The rows of the last ``trainer.test``, one per (OOD set, score)."""
+    return next(c for c in trainer.callbacks if isinstance(c, OODEvaluation)).rows
 
 
 def result_rows(run: Run, rows: list[dict], epochs: int) -> list[dict]:
@@ -178,7 +235,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint of this project, read with ``weights_only=True``; ConfigError saying what is wrong."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"checkpoint {path} does not exist: give the path of a .ckpt file (e.g. RUN/checkpoints/last.ckpt)")
+        raise ConfigError(
+            f"checkpoint {path} does not exist: give the path of a .ckpt file (e.g. RUN/checkpoints/last.ckpt)"
+        )
     with open(path, "rb") as handle:
         if handle.read(4) != b"PK\x03\x04":
             raise ConfigError(f"{path} is not a checkpoint (torch.save writes a zip archive): give a .ckpt file "
@@ -200,7 +259,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             "restarts from its previous checkpoint or from scratch) or copy it again"
         ) from None
     if not isinstance(state, dict) or "state_dict" not in state:
-        raise ConfigError(f"{path} is not a Lightning checkpoint (no state_dict): give a .ckpt file written by this project")
+        raise ConfigError(
+            f"{path} is not a Lightning checkpoint (no state_dict): give a .ckpt file written by this project"
+        )
     return state
 
 
@@ -248,9 +309,11 @@ def test(run: Run, ckpt_path: str | None, epochs: int, loggers: list | None = No
     trainer = build_trainer(run.cfg, run.run_dir, loggers, devices=1, strategy="auto", num_nodes=1)
     run.datamodule.setup("test")
     trainer.test(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
-    rows = result_rows(run, run.module.test_rows, epochs)
+    rows = result_rows(run, evaluation_rows(trainer), epochs)
     write_results(rows, run.results_path)
+    tested = ckpt_path or run.cfg.get("ckpt_path") or (run.last_checkpoint if run.last_checkpoint.exists() else None)
     print(format_table(rows))
+    log_results(trainer.loggers, rows, run.results_path, tested)  # MLflow / W&B: the results table, the checkpoint
     log.info("results written to %s", run.results_path)
     return rows
 
@@ -283,7 +346,8 @@ def device_of(cfg: DictConfig) -> str:
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> list[dict]:
-    """Train and evaluate one configuration; returns the result rows written to results.csv.
+    """Train and evaluate one configuration; returns the result rows written to results.csv
+    (:class:`RunResults`, with the tested weights' validation metrics when it trained).
 
     A run directory whose results.csv is complete is skipped (restartable sweeps), after
     checking that it was made with the same config.
@@ -330,6 +394,7 @@ def _train_locked(cfg: DictConfig, run_dir: Path) -> list[dict]:
             return []
         ckpt = best_checkpoint(trainer) if cfg.get("test_checkpoint", "best") == "best" else None
         rows = test(run, ckpt_path=ckpt, epochs=trainer.current_epoch, loggers=trainer.loggers)
+        rows = RunResults(rows, validation_metrics(trainer, tested_best=ckpt is not None))
     finished = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wall_time_s": round(time.time() - started, 3),
                 "peak_host_memory_mb": round(rundir.peak_host_memory_mb(), 1)}  # fmt: skip
     if torch.cuda.is_available():
@@ -338,8 +403,21 @@ def _train_locked(cfg: DictConfig, run_dir: Path) -> list[dict]:
     return rows
 
 
-EVALUATION_KEYS = ("testsets", "ood_folders", "data.eval_batch_size", "trainer", "test_checkpoint", "ckpt_path",
-                   "paths", "logger", "callbacks", "threads", "data.num_workers", "data.root", "data.download")
+EVALUATION_KEYS = (
+    "testsets",
+    "ood_folders",
+    "data.eval_batch_size",
+    "trainer",
+    "test_checkpoint",
+    "ckpt_path",
+    "paths",
+    "logger",
+    "callbacks",
+    "threads",
+    "data.num_workers",
+    "data.root",
+    "data.download",
+)
 """What ``eval.py`` may change in a run's saved config: where and on what it is evaluated, never the model."""
 
 

@@ -136,7 +136,7 @@ def write_cache(
         "version": version,
         "shape": list(images.shape),
         "dtype": str(images.dtype),
-        "count": int(len(images)),
+        "count": len(images),
         "images_bytes": image_file.stat().st_size,
         "labels_bytes": label_file.stat().st_size,
         "images_sha256": images_sha256,

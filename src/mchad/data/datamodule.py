@@ -44,6 +44,7 @@ VAL_NOISE = "gaussian"
 VAL_NOISE_SIZE = 1000
 LOADER_STREAM = 3
 
+
 @dataclass(frozen=True)
 class DataRef:
     """One data set a run needs: its role (id, outliers, val-ood, test-ood), name, split and local root."""
@@ -121,7 +122,9 @@ class TrainBatches(Dataset):
             id_stream = self.id_pool[permutation_stream(len(self.id_pool), self.id_total, generator)]
             outlier_batches: tuple[Tensor, ...] = ()
             if self.outliers is not None:
-                outlier_stream = permutation_stream(len(self.outlier_pool), len(self) * self.outlier_batch_size, generator)
+                outlier_stream = permutation_stream(
+                    len(self.outlier_pool), len(self) * self.outlier_batch_size, generator
+                )
                 outlier_batches = self.outlier_pool[outlier_stream].split(self.outlier_batch_size)
             self._plan = (epoch, id_stream.split(self.batch_size), outlier_batches)
         return self._plan[1], self._plan[2]
@@ -188,7 +191,9 @@ def folder_testsets(folders: Sequence[str]) -> list[dict]:
     for folder in folders:
         path = Path(folder).expanduser().absolute()
         if not path.is_dir():
-            raise ConfigError(f"ood_folders entry {folder} is not a folder: give folders of images, e.g. ood_folders=[/data/my-ood]")
+            raise ConfigError(
+                f"ood_folders entry {folder} is not a folder: give folders of images, e.g. ood_folders=[/data/my-ood]"
+            )
         entries.append({"name": "imagefolder", "root": str(path), "group": "", "label": path.name})
     return entries
 
@@ -197,7 +202,9 @@ def split_sizes(n: int, val_size: float | int) -> int:
     """Number of validation samples: a fraction of ``n`` (0 < val_size < 1) or a count (>= 1)."""
     n_val = round(val_size * n) if val_size < 1 else int(val_size)
     if not 0 < n_val < n:
-        raise ConfigError(f"data.val_size={val_size} leaves {n_val} of {n} images for validation: use a fraction in (0, 1)")
+        raise ConfigError(
+            f"data.val_size={val_size} leaves {n_val} of {n} images for validation: use a fraction in (0, 1)"
+        )
     return n_val
 
 
@@ -263,7 +270,7 @@ class OODDataModule(pl.LightningDataModule):
                 raise ConfigError(f"data.{name}={value} must be at least 1")
         if batches_per_epoch is not None and batches_per_epoch < 1:
             raise ConfigError(f"data.batches_per_epoch={batches_per_epoch} must be at least 1, or null for one pass")
-        if not 0 < val_size:
+        if not val_size > 0:
             raise ConfigError(f"data.val_size={val_size} must be positive: a fraction in (0, 1) or a count")
         self.dataset = dataset
         self.n_classes = n_classes
@@ -304,7 +311,9 @@ class OODDataModule(pl.LightningDataModule):
         if not outliers:
             return None
         if not outliers.get("name"):
-            raise ConfigError(f"data.outliers={dict(outliers)} has no name: set data.outliers.name (e.g. tinyimages300k)")
+            raise ConfigError(
+                f"data.outliers={dict(outliers)} has no name: set data.outliers.name (e.g. tinyimages300k)"
+            )
         get_source(outliers["name"])
         batch_size = outliers.get("batch_size") or self.batch_size
         return {"name": outliers["name"], "root": outliers.get("root"), "batch_size": int(batch_size)}

@@ -123,9 +123,7 @@ def fetch(remote: RemoteFile, dest_dir: str | Path, download: bool = True) -> Pa
         if dest.exists():
             problem = mismatch(remote, dest)
             if problem:
-                raise ConfigError(
-                    f"{dest} is corrupted ({problem}): delete it to download it again from {remote.url}"
-                )
+                raise ConfigError(f"{dest} is corrupted ({problem}): delete it to download it again from {remote.url}")
             return dest
         if not download:
             raise ConfigError(

@@ -8,7 +8,7 @@ torchvision and pytorch-ood) list. Giving ``root`` reads a local copy instead:
 
 - ID sets (cifar10, cifar100, svhn, mnist, fashionmnist): an image-folder tree
   ``root/<split>/<class>/*.{jpg,png,...}`` with classes in sorted order (the layout of
-  the CIFAR-10 JPEG archive in ``../shared/data``).
+  torchvision's ``ImageFolder``).
 - OOD sets and outliers: every image file under ``root`` (recursive), label -1;
   tinyimages300k also takes a .npy file of uint8 (N, 32, 32, 3) as root.
 - imagefolder: ``root/<split>/`` if it exists, else ``root``; labels from the sorted
@@ -161,15 +161,15 @@ def _open_torchvision(name: str, open_dataset: Callable[[], object]) -> object:
 
 
 class CifarSource(ClassTreeSource):
-    """CIFAR-10 / CIFAR-100 (fine labels) from torchvision's python-pickle archive."""
+    """CIFAR-10 / CIFAR-100 (fine labels) from the python-pickle archive, read by torchvision."""
 
-    def __init__(self, name: str, dataset_class: type[tvd.CIFAR10]) -> None:
+    def __init__(self, name: str, dataset_class: type[tvd.CIFAR10], archive: RemoteFile) -> None:
         super().__init__(name)
         self.dataset_class = dataset_class
+        self.archive = archive
 
     def remotes(self, split: str) -> list[RemoteFile]:
-        cls = self.dataset_class
-        return [RemoteFile(cls.url, cls.filename, md5=cls.tgz_md5)]
+        return [self.archive]
 
     def load(self, split: str, folder: Path, download: bool) -> Arrays:
         cls = self.dataset_class
@@ -182,8 +182,8 @@ class SvhnSource(ClassTreeSource):
     """SVHN cropped digits (32x32 .mat files); torchvision maps the label 10 of digit 0 to 0."""
 
     def remotes(self, split: str) -> list[RemoteFile]:
-        url, filename, md5 = tvd.SVHN.split_list[split]
-        return [RemoteFile(url, filename, md5=md5)]
+        md5 = {"train": "e26dedcc434d2e4c54c9b2d4a06d8373", "test": "eb5a983be6a315427106f1b164d9cef3"}[split]
+        return [RemoteFile(f"http://ufldl.stanford.edu/housenumbers/{split}_32x32.mat", f"{split}_32x32.mat", md5=md5)]
 
     def load(self, split: str, folder: Path, download: bool) -> Arrays:
         fetch(self.remotes(split)[0], folder, download)
@@ -194,13 +194,13 @@ class SvhnSource(ClassTreeSource):
 class MnistSource(ClassTreeSource):
     """MNIST / Fashion-MNIST, 28x28 grey, resized to 32x32 and repeated over 3 channels."""
 
-    def __init__(self, name: str, dataset_class: type[tvd.MNIST]) -> None:
+    def __init__(self, name: str, dataset_class: type[tvd.MNIST], mirror: str, md5s: tuple[str, str, str, str]) -> None:
         super().__init__(name)
         self.dataset_class = dataset_class
+        self.files = [RemoteFile(mirror + filename, filename, md5=md5) for filename, md5 in zip(MNIST_FILES, md5s)]
 
     def remotes(self, split: str) -> list[RemoteFile]:
-        cls = self.dataset_class
-        return [RemoteFile(cls.mirrors[0] + filename, filename, md5=md5) for filename, md5 in cls.resources]
+        return self.files
 
     def load(self, split: str, folder: Path, download: bool) -> Arrays:
         cls = self.dataset_class
@@ -368,16 +368,62 @@ def _odin(name: str, url_id: str, filename: str, md5: str) -> ArchiveSource:
     return ArchiveSource(name, RemoteFile(f"https://www.dropbox.com/s/raw/{url_id}/{filename}", filename, md5=md5))
 
 
-_PLACES_URL = tvd.Places365._BASE_URL + tvd.Places365._IMAGES_META[("val", True)][0]
+MNIST_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+"""The four files of the MNIST format, in the order of the md5s below; torchvision's readers open them."""
+
+# Where the data sets are published and their checksums: the same files torchvision downloads
+# (tests/test_data_registry.py checks that they still agree), stated here because torchvision keeps them
+# in undocumented class attributes.
 
 SOURCES: dict[str, Source] = {
     source.name: source
     for source in [
-        CifarSource("cifar10", tvd.CIFAR10),
-        CifarSource("cifar100", tvd.CIFAR100),
+        CifarSource(
+            "cifar10",
+            tvd.CIFAR10,
+            RemoteFile(
+                "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                "cifar-10-python.tar.gz",
+                md5="c58f30108f718f92721af3b95e74349a",
+            ),
+        ),
+        CifarSource(
+            "cifar100",
+            tvd.CIFAR100,
+            RemoteFile(
+                "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                "cifar-100-python.tar.gz",
+                md5="eb9058c3a382ffc7106e4002c42a8d85",
+            ),
+        ),
         SvhnSource("svhn"),
-        MnistSource("mnist", tvd.MNIST),
-        MnistSource("fashionmnist", tvd.FashionMNIST),
+        MnistSource(
+            "mnist",
+            tvd.MNIST,
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            (
+                "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                "d53e105ee54ea40749a09fcbcd1e9432",
+                "9fb629c4189551a2d022fa330f9573f3",
+                "ec29112dd5afa0611ce80d1b7f02629c",
+            ),
+        ),
+        MnistSource(
+            "fashionmnist",
+            tvd.FashionMNIST,
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            (
+                "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                "25c81989df183df01b3e8a0aad5dffbe",
+                "bef4ecab320f06d8554ea6380940ec79",
+                "bb300cfdad3c16e7a12a480ee83cd310",
+            ),
+        ),
         ImageFolderSource("imagefolder"),
         NoiseSource("gaussian", gaussian_noise),
         NoiseSource("uniform", uniform_noise),
@@ -385,7 +431,14 @@ SOURCES: dict[str, Source] = {
         DigitsSource("digits-ood", ood=True),
         TinyImages300kSource("tinyimages300k"),
         # DTD as in torchvision.datasets.DTD and pytorch-ood's Textures: all 5,640 images
-        ArchiveSource("textures", RemoteFile(tvd.DTD._URL, "dtd-r1.0.1.tar.gz", md5=tvd.DTD._MD5)),
+        ArchiveSource(
+            "textures",
+            RemoteFile(
+                "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz",
+                "dtd-r1.0.1.tar.gz",
+                md5="fff73e5086ae6bdbea199a49dfb8a4c1",
+            ),
+        ),
         # the ODIN release (Liang et al., ICLR 2018), URLs and md5s as in pytorch-ood
         _odin("tinyimagenet-crop", "avgm2u562itwpkl", "Imagenet.tar.gz", "7c0827e4246c3718a5ee076e999e52e5"),
         _odin("tinyimagenet-resize", "kp3my3412u5k9rl", "Imagenet_resize.tar.gz", "0f9ff11d45babf2eff5fe12281d1ac31"),
@@ -396,7 +449,11 @@ SOURCES: dict[str, Source] = {
         # torchvision's Places365 small (256x256) validation images, a fixed seeded 10,000 of 36,500
         ArchiveSource(
             "places365",
-            RemoteFile(_PLACES_URL, "val_256.tar", md5=tvd.Places365._IMAGES_META[("val", True)][1]),
+            RemoteFile(
+                "http://data.csail.mit.edu/places/places365/val_256.tar",
+                "val_256.tar",
+                md5="e27b17d8d44f4af9a78502beb927f808",
+            ),
             subset=10_000,
         ),
     ]
@@ -434,7 +491,9 @@ def load_dataset(
     source.check_split(split)
     local = Path(root).expanduser() if root is not None else None
     if local is not None and not local.exists():
-        raise ConfigError(f"root={local} for data set {name} does not exist: point it at a local copy or set it to null")
+        raise ConfigError(
+            f"root={local} for data set {name} does not exist: point it at a local copy or set it to null"
+        )
     fingerprint = source.local_fingerprint(split, local) if local is not None else source.fingerprint(split)
     cache_dir = Path(data_dir).expanduser() / CACHE_FOLDER
     key = cache_name(name, local)

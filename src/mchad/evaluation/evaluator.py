@@ -1,8 +1,8 @@
-"""Turn a method's outputs on the test sets into one metrics row per (OOD set, score).
+"""Turn OOD scores on the test sets into one metrics row per (OOD set, score).
 
-Every image passed through the network once; here the method's OOD scores are
-computed once per test set (the ID set's scores are reused against every OOD
-set) and combined into the metrics of :mod:`mchad.evaluation.metrics`.
+The evaluation layer knows score tensors, not methods: the training loop hands it, per test
+set, each score of every image (computed once, in the one pass over the set) and, for the ID
+set, the predicted and true classes.
 """
 
 from __future__ import annotations
@@ -12,43 +12,43 @@ from torch import Tensor
 
 from mchad.errors import ConfigError
 from mchad.evaluation.metrics import accuracy, ood_metrics
-from mchad.methods.method import Method, Outputs
+
+Scores = dict[str, Tensor]
+"""Score name -> one value per image; higher = more anomalous."""
 
 
 @torch.no_grad()
 def evaluate(
-    method: Method,
-    outputs: dict[str, Outputs],
-    id_labels: Tensor,
+    scores: dict[str, Scores],
     id_name: str,
+    id_predictions: Tensor,
+    id_labels: Tensor,
     groups: dict[str, str],
 ) -> list[dict]:
-    """Metrics of every OOD test set against the ID test set, for each of the method's scores.
+    """Metrics of every OOD test set against the ID test set, for each score.
 
     Args:
-        method: the trained method; only its ``predict`` and ``scores`` are called.
-        outputs: test-set name -> the method's forward outputs, concatenated over
-            batches; holds the ID set under ``id_name`` and every OOD set.
-        id_labels: class labels of the ID test set, aligned with ``outputs[id_name]``.
-        id_name: name of the ID test set in ``outputs``.
+        scores: test-set name -> its scores; holds the ID set under ``id_name`` and every OOD set.
+        id_name: name of the ID test set in ``scores``.
+        id_predictions: predicted class per ID test image, aligned with ``scores[id_name]``.
+        id_labels: true class per ID test image.
         groups: OOD set name -> "near" / "far"; sets not named get "".
 
     Returns:
-        One dict per (OOD set, score), OOD sets in the order of ``outputs``, with the
+        One dict per (OOD set, score), OOD sets in the order of ``scores``, with the
         keys ood_dataset, group, score, Accuracy, AUROC, AUPR-IN, AUPR-OUT, FPR95,
         n_id, n_ood.
     """
-    if id_name not in outputs:
-        raise ConfigError(f"ID test set {id_name!r} has no outputs (got {sorted(outputs)}): pass its outputs under id_name")
-    id_outputs = outputs[id_name]
-    id_scores = method.scores(id_outputs)
-    id_accuracy = accuracy(method.predict(id_outputs), id_labels)
-
+    if id_name not in scores:
+        raise ConfigError(
+            f"ID test set {id_name!r} has no scores (got {sorted(scores)}): pass its scores under id_name"
+        )
+    id_scores = scores[id_name]
+    id_accuracy = accuracy(id_predictions, id_labels)
     rows = []
-    for ood_name, ood_outputs in outputs.items():
+    for ood_name, ood_scores in scores.items():
         if ood_name == id_name:
             continue
-        ood_scores = method.scores(ood_outputs)
         for score_name, id_score in id_scores.items():
             rows.append(
                 {

@@ -101,12 +101,19 @@ def _flat_checked(name: str, scores: Tensor) -> Tensor:
     if scores.is_floating_point():
         n_nan = int(torch.isnan(scores).sum())
         if n_nan:
-            raise ValueError(f"{name} holds {n_nan} NaN scores: the method produced NaN (diverged training or a 0/0 in its score)")
+            raise ValueError(
+                f"{name} holds {n_nan} NaN scores: the method produced NaN (diverged training or a 0/0 in its score)"
+            )
     return scores
 
 
 def _metrics(
-    n_id: int, n_ood: int, auroc_pairs: int, fp_at_level: int, out_terms: np.ndarray | Tensor, in_terms: np.ndarray | Tensor
+    n_id: int,
+    n_ood: int,
+    auroc_pairs: int,
+    fp_at_level: int,
+    out_terms: np.ndarray | Tensor,
+    in_terms: np.ndarray | Tensor,
 ) -> dict[str, float]:
     """The four metrics from their exact counts and the PR terms of the runs in rising order.
 
@@ -146,7 +153,9 @@ def _parts_from_sorted(id_scores: np.ndarray, ood_scores: np.ndarray) -> tuple:
     ood_cuts = np.concatenate([[0], np.searchsorted(oods, cuts), [n_ood]])
     # a term per run of equal scores, at most one per sample
     auroc_pairs, out_terms, in_terms, n_out, n_in = 0, np.empty(n_ood), np.empty(n_id), 0, 0
-    for i0, i1, o0, o1 in zip(id_cuts[:-1].tolist(), id_cuts[1:].tolist(), ood_cuts[:-1].tolist(), ood_cuts[1:].tolist()):
+    for i0, i1, o0, o1 in zip(
+        id_cuts[:-1].tolist(), id_cuts[1:].tolist(), ood_cuts[:-1].tolist(), ood_cuts[1:].tolist()
+    ):
         pairs, out_part, in_part = _range_terms(ids, oods, slice(i0, i1), slice(o0, o1))
         auroc_pairs += pairs
         out_terms[n_out : n_out + len(out_part)] = out_part
@@ -158,7 +167,9 @@ def _parts_from_sorted(id_scores: np.ndarray, ood_scores: np.ndarray) -> tuple:
     return auroc_pairs, fp_at_level, out_terms[:n_out], in_terms[:n_in]
 
 
-def _range_terms(ids: np.ndarray, oods: np.ndarray, id_range: slice, ood_range: slice) -> tuple[int, np.ndarray, np.ndarray]:
+def _range_terms(
+    ids: np.ndarray, oods: np.ndarray, id_range: slice, ood_range: slice
+) -> tuple[int, np.ndarray, np.ndarray]:
     """AUROC's pairs and the PR-OUT and PR-IN terms of the runs of equal scores in one range of the sorted sets.
 
     A run of a set is one step of that set's PR curve; its bounds in the set count that
@@ -181,7 +192,9 @@ def _range_terms(ids: np.ndarray, oods: np.ndarray, id_range: slice, ood_range: 
     return pairs, out_terms, in_terms
 
 
-def _pr_terms(positive: np.ndarray, flagged: np.ndarray, positive_before: np.ndarray, flagged_before: np.ndarray) -> np.ndarray:
+def _pr_terms(
+    positive: np.ndarray, flagged: np.ndarray, positive_before: np.ndarray, flagged_before: np.ndarray
+) -> np.ndarray:
     """``(positive - positive_before) (precision + precision_before)`` per step, from float64 counts.
 
     Overwrites both ``flagged`` arrays (the terms are in the first). A precision is 1 where

@@ -51,10 +51,14 @@ def write_results(rows: Sequence[dict], path: str | os.PathLike) -> None:
     for index, row in enumerate(rows):
         missing = [column for column in RESULT_COLUMNS if column not in row]
         if missing:
-            raise ValueError(f"results row {index} lacks the column {missing[0]!r}: every row needs all of {RESULT_COLUMNS}")
+            raise ValueError(
+                f"results row {index} lacks the column {missing[0]!r}: every row needs all of {RESULT_COLUMNS}"
+            )
         unknown = [key for key in row if key not in RESULT_COLUMNS]
         if unknown:
-            raise ValueError(f"results row {index} has the unknown column {unknown[0]!r}: add it to RESULT_COLUMNS or drop it")
+            raise ValueError(
+                f"results row {index} has the unknown column {unknown[0]!r}: add it to RESULT_COLUMNS or drop it"
+            )
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,7 +93,9 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
     frame = pd.read_csv(path, dtype={column: str for column in _TEXT_COLUMNS}, float_precision="round_trip")
     missing = [column for column in RESULT_COLUMNS if column not in frame.columns]
     if missing:
-        raise ValueError(f"{path} lacks the column {missing[0]!r}: it was not written by mchad.evaluation.write_results")
+        raise ValueError(
+            f"{path} lacks the column {missing[0]!r}: it was not written by mchad.evaluation.write_results"
+        )
     frame[list(_TEXT_COLUMNS)] = frame[list(_TEXT_COLUMNS)].fillna("")
     return frame
 

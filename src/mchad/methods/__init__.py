@@ -14,11 +14,12 @@ import hydra
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
+from mchad.config import options
 from mchad.errors import ConfigError
 from mchad.methods.method import Method
 
-METHODS = ("mchad", "gmchad", "cac", "gcac", "center", "gcenter", "ii", "softmax", "oe", "energy")
-"""Names of the method configs in ``config/method/``."""
+METHODS = tuple(options("method"))
+"""Names of the method configs in ``config/method/`` (a new yaml there is a new method)."""
 
 
 def build_method(cfg: DictConfig | Mapping[str, Any]) -> tuple[str, Method]:
@@ -28,7 +29,9 @@ def build_method(cfg: DictConfig | Mapping[str, Any]) -> tuple[str, Method]:
     if not name:
         raise ConfigError(f"method config {node} has no name: set method.name (one of {', '.join(METHODS)})")
     if "_target_" not in node:
-        raise ConfigError(f"method.name={name} has no _target_: set method._target_ to a Method class, e.g. mchad.methods.mchad.MCHAD")
+        raise ConfigError(
+            f"method.name={name} has no _target_: set method._target_ to a Method class, e.g. mchad.methods.mchad.MCHAD"
+        )
     try:
         method = hydra.utils.instantiate(node)
     except InstantiationException as error:

@@ -10,6 +10,7 @@ from torch import Tensor
 from mchad.errors import ConfigError
 from mchad.methods.method import Method, Outputs, masked_mean, split_known
 from mchad.methods.terms import (
+    MarginForm,
     check_margin_form,
     check_non_negative,
     check_one_axis_per_class,
@@ -174,13 +175,17 @@ class CAC(Method):
         weight_tuplet: float = 1.0,
         weight_oe: float = 0.0,
         margin: float = 1.0,
-        margin_form: str = "reference",
+        margin_form: MarginForm = "reference",
         score_form: Literal["paper", "reference"] = "paper",
     ) -> None:
         super().__init__(n_classes, n_embedding)
         check_one_axis_per_class("CAC", n_classes, n_embedding, "one anchor axis per class")
         check_non_negative(
-            magnitude=magnitude, weight_anchor=weight_anchor, weight_tuplet=weight_tuplet, weight_oe=weight_oe, margin=margin
+            magnitude=magnitude,
+            weight_anchor=weight_anchor,
+            weight_tuplet=weight_tuplet,
+            weight_oe=weight_oe,
+            margin=margin,
         )
         check_margin_form(margin_form)
         check_score_form(score_form)

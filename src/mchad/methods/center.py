@@ -4,20 +4,13 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from mchad.methods.method import Method, Outputs
+from mchad.methods.mchad import MCHAD
+from mchad.methods.method import Outputs
 from mchad.methods.softmax import LOGIT_SCORES, logit_scores
-from mchad.methods.terms import (
-    center_term,
-    check_margin_form,
-    check_non_negative,
-    cross_entropy_known,
-    margin_term,
-    min_distance,
-)
-from mchad.nn.centers import ClassCenters
+from mchad.methods.terms import MarginForm, min_distance
 
 
-class Center(Method):
+class Center(MCHAD):
     """Center loss with a linear softmax classifier; G-Center when ``weight_oe > 0``.
 
     Wen, Zhang, Li, Qiao: *A Discriminative Feature Learning Approach for Deep Face
@@ -31,6 +24,11 @@ class Center(Method):
         center: w_center * 1/(|K| C) sum_{i in K} d_{i y_i}
         ce:     w_ce * 1/|K| sum_{i in K} -log softmax(l_i)_{y_i}
         margin: w_oe * sum_{i in O} sum_c max(0, m^2 - d_ic^2)      (G-Center, as MCHAD's)
+
+    These are MCHAD's center and margin terms (radius 0) with the cross-entropy of a linear
+    classifier in place of MCHAD's soft-min over the centers, so the class extends
+    :class:`~mchad.methods.mchad.MCHAD` and overrides what it classifies with (:meth:`logits`),
+    its prediction and its scores; G-Center's diagnostics are MCHAD's.
 
     The center term is the reference's (pytorch-ood ``CenterLoss``): a mean over the
     masked ``|K| x C`` matrix, i.e. Wen et al.'s center loss up to a constant factor,
@@ -61,38 +59,20 @@ class Center(Method):
         weight_ce: float = 1.0,
         weight_oe: float = 0.0,
         margin: float = 1.0,
-        margin_form: str = "reference",
+        margin_form: MarginForm = "reference",
     ) -> None:
-        super().__init__(n_classes, n_embedding)
-        check_non_negative(weight_center=weight_center, weight_ce=weight_ce, weight_oe=weight_oe, margin=margin)
-        check_margin_form(margin_form)
-        self.centers = ClassCenters(self.n_classes, self.n_embedding)
+        super().__init__(n_classes, n_embedding, weight_center, weight_ce, weight_oe, margin, 0.0, margin_form)
         self.classifier = nn.Linear(self.n_embedding, self.n_classes)
-        self.weight_center = float(weight_center)
-        self.weight_ce = float(weight_ce)
-        self.weight_oe = float(weight_oe)
-        self.margin = float(margin)
-        self.margin_form = margin_form
 
     def forward(self, z: Tensor) -> Outputs:
         # float logits: half-precision softmax values near 1 would tie many msp scores
         return {"distances": self.centers(z), "logits": self.classifier(z).float()}
 
-    def loss(self, out: Outputs, y: Tensor) -> dict[str, Tensor]:
-        d = out["distances"]
-        terms = {
-            "center": self.weight_center * center_term(d, y),
-            "ce": self.weight_ce * cross_entropy_known(out["logits"], y),
-        }
-        if self.uses_outliers:
-            terms["margin"] = self.weight_oe * margin_term(d, y, self.margin, self.margin_form)
-        return terms
+    def logits(self, out: Outputs) -> Tensor:
+        return out["logits"]
 
     def predict(self, out: Outputs) -> Tensor:
         return out["logits"].argmax(dim=1)
 
     def scores(self, out: Outputs) -> dict[str, Tensor]:
         return {"distance": min_distance(out["distances"]), **logit_scores(out["logits"])}
-
-    def class_centers(self) -> Tensor:
-        return self.centers.centers.detach()

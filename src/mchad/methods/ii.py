@@ -70,7 +70,9 @@ class II(Method):
 
     score_names = ("distance",)
 
-    def __init__(self, n_classes: int, n_embedding: int, weight_separation: float = 1.0, batch_norm: bool = True) -> None:
+    def __init__(
+        self, n_classes: int, n_embedding: int, weight_separation: float = 1.0, batch_norm: bool = True
+    ) -> None:
         super().__init__(n_classes, n_embedding)
         check_non_negative(weight_separation=weight_separation)
         self.weight_separation = float(weight_separation)

@@ -3,8 +3,8 @@
 A method is the part of a detector that sits on top of the backbone's embedding
 ``z = f(x)``: its head (class centers, anchors, a linear layer, ...), its loss
 terms, its class prediction and its OOD scores. The training loop, logging,
-optimisation and evaluation live in :class:`mchad.methods.base.OODModule` and
-are shared by every method.
+optimisation live in :class:`mchad.module.OODModule` and are shared by every
+method; metrics are computed from the scores by :mod:`mchad.evaluation`.
 
 Conventions:
 
@@ -43,7 +43,9 @@ class Method(nn.Module, ABC):
         if int(n_classes) < 2:
             raise ConfigError(f"n_classes={n_classes} is invalid: a classifier needs at least 2 known classes")
         if int(n_embedding) < 1:
-            raise ConfigError(f"method.n_embedding={n_embedding} is invalid: set method.n_embedding to a positive integer")
+            raise ConfigError(
+                f"method.n_embedding={n_embedding} is invalid: set method.n_embedding to a positive integer"
+            )
         self.n_classes = int(n_classes)
         self.n_embedding = int(n_embedding)
 
@@ -71,6 +73,11 @@ class Method(nn.Module, ABC):
     def scores(self, out: Outputs) -> dict[str, Tensor]:
         """OOD scores per sample, keyed by :attr:`score_names`; higher = more anomalous."""
 
+    def diagnostics(self, out: Outputs, y: Tensor) -> dict[str, Tensor]:
+        """Scalars that explain a training step without being part of the loss (e.g. how many outliers
+        a margin term reaches); the loop logs their epoch means as ``Diagnostics/<name>/train``."""
+        return {}
+
     def class_centers(self) -> Tensor | None:
         """Where the classes sit in the embedding space (C x D), if the method has centers; for plots."""
         return None
@@ -96,8 +103,3 @@ def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     mask = mask.reshape(mask.shape + (1,) * (values.dim() - mask.dim()))
     total = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device)).sum()
     return total / (mask.sum() * (values.numel() // max(1, mask.numel()))).clamp(min=1)
-
-
-def zero(like: Tensor) -> Tensor:
-    """A scalar zero on the device and dtype of ``like`` that keeps the graph intact."""
-    return like.sum() * 0.0 if like.requires_grad else torch.zeros((), device=like.device, dtype=like.dtype)

@@ -10,6 +10,9 @@ masks, not boolean indexing, so a training step never waits for the host.
 
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -17,7 +20,9 @@ from torch import Tensor
 from mchad.errors import ConfigError
 from mchad.methods.method import masked_mean, split_known
 
-MARGIN_FORMS = ("reference", "paper")
+MarginForm = Literal["reference", "paper"]
+"""How the outlier margin is measured (:func:`margin_term`)."""
+MARGIN_FORMS: tuple[str, ...] = typing.get_args(MarginForm)
 
 
 def cross_entropy_known(logits: Tensor, y: Tensor) -> Tensor:
@@ -62,6 +67,22 @@ def margin_term(distances: Tensor, y: Tensor, margin: float, form: str = "refere
     else:
         per_class = ((radius + margin) ** 2 - distances).relu()
     return torch.where(outlier.unsqueeze(1), per_class, torch.zeros_like(per_class)).sum()
+
+
+def margin_threshold(margin: float, form: str = "reference", radius: float = 0.0) -> float:
+    """The squared distance below which an outlier is inside the margin of a center, i.e. where
+    :func:`margin_term` is non-zero: ``m`` in the reference form (``m^2 - d^2 > 0`` iff ``d < m``),
+    ``(r + m)^2`` in the paper form."""
+    return float(margin) if form == "reference" else (float(radius) + float(margin)) ** 2
+
+
+def outliers_inside_margin(
+    distances: Tensor, y: Tensor, margin: float, form: str = "reference", radius: float = 0.0
+) -> Tensor:
+    """Per sample (B,): whether it is an outlier inside the margin of at least one center, i.e. one
+    that contributes to :func:`margin_term`. A mask, so no host synchronisation."""
+    _, outlier = split_known(y)
+    return outlier & (min_distance(distances) < margin_threshold(margin, form, radius))
 
 
 def true_class_distance(distances: Tensor, y: Tensor) -> Tensor:

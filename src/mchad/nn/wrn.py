@@ -48,7 +48,9 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_planes, out_planes, kernel_size=3, stride=1, padding=1, bias=False)
         self.drop_rate = drop_rate
         self.convShortcut = (
-            nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False) if in_planes != out_planes else None
+            nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+            if in_planes != out_planes
+            else None
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -90,13 +92,19 @@ class WideResNet(nn.Module):
     def __init__(self, depth: int = 40, widen_factor: int = 2, drop_rate: float = 0.3, n_outputs: int = 16) -> None:
         super().__init__()
         if int(depth) < 10 or (int(depth) - 4) % 6 != 0:
-            raise ConfigError(f"backbone.depth={depth} is invalid: a WideResNet needs depth = 6n + 4 with n >= 1 (10, 16, 28, 40, ...)")
+            raise ConfigError(
+                f"backbone.depth={depth} is invalid: a WideResNet needs depth = 6n + 4 with n >= 1 (10, 16, 28, 40, ...)"
+            )
         if int(widen_factor) < 1:
-            raise ConfigError(f"backbone.widen_factor={widen_factor} is invalid: set it to a positive integer (2 for WRN-40-2)")
+            raise ConfigError(
+                f"backbone.widen_factor={widen_factor} is invalid: set it to a positive integer (2 for WRN-40-2)"
+            )
         if not 0.0 <= float(drop_rate) < 1.0:
             raise ConfigError(f"backbone.drop_rate={drop_rate} is invalid: set it to a probability in [0, 1)")
         if int(n_outputs) < 1:
-            raise ConfigError(f"backbone.n_outputs={n_outputs} is invalid: set method.n_embedding to a positive integer")
+            raise ConfigError(
+                f"backbone.n_outputs={n_outputs} is invalid: set method.n_embedding to a positive integer"
+            )
         self.depth, self.widen_factor = int(depth), int(widen_factor)
         n_blocks = (self.depth - 4) // 6
         widths = (16, 16 * self.widen_factor, 32 * self.widen_factor, 64 * self.widen_factor)

@@ -1,8 +1,8 @@
 """Aggregate the results.csv files of many runs into the paper's tables and plots.
 
-Command line (see ``python -m mchad.report --help``)::
+Command line (see ``mchad-report --help``)::
 
-    python -m mchad.report logs/multiruns/2024-05-01 --out report/ [--latex] [--score distance --score softmax=msp]
+    mchad-report logs/multiruns/2024-05-01 --out report/ [--latex] [--stats] [--score distance ...]
 
 Library (the notebook uses these)::
 
@@ -10,6 +10,13 @@ Library (the notebook uses these)::
     results = load_results(dirs)        # rows of all complete runs' results.csv
     summary = summarize(results)        # mean/std over seeds of the per-seed mean over OOD sets, percent
     to_markdown(summary); to_latex(summary); per_ood(results); auroc_boxplot(results, "cifar10", "auroc.png")
+
+Statistics (``--stats``; imported on its own, as it needs autorank; docs/statistics.md)::
+
+    from mchad.report import stats
+    summary = stats.add_confidence_intervals(summary, results)   # 95% bootstrap interval of every cell
+    pairs = stats.paired_tests(results, summary)                 # Wilcoxon against the best, Holm-adjusted
+    summary = stats.mark_best(summary, pairs); stats.draw_cd_diagram(results, "cd_diagram.png")
 """
 
 from mchad.report.plots import auroc_boxplot

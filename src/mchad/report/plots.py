@@ -1,5 +1,9 @@
 """Box plots of the per-seed AUROC of each method, one figure per data set.
 
+With the confidence intervals of ``--stats`` (:mod:`mchad.report.stats`), each run's point is
+coloured by its seed, so that the runs a paired test matches can be followed from box to box,
+and each box gets its mean and 95% bootstrap interval as an error bar beside it.
+
 Figures are built with the object-oriented API (``matplotlib.figure.Figure``), never pyplot,
 so the report works headless (Agg renders the PNG) and does not change a notebook's backend.
 """
@@ -8,35 +12,54 @@ from __future__ import annotations
 
 import os
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from mchad.errors import ConfigError
-from mchad.report.tables import per_run
+from mchad.report.tables import per_run, row_keys
 
 
-def auroc_boxplot(results: pd.DataFrame, dataset: str, path: str | os.PathLike | None = None) -> Figure:
+def auroc_boxplot(
+    results: pd.DataFrame, dataset: str, path: str | os.PathLike | None = None, intervals: pd.DataFrame | None = None
+) -> Figure:
     """One box per (method, variant, score) of the AUROC of each run (mean over OOD sets, percent), runs as points.
 
-    Saved as PNG to ``path`` when given; the figure is returned for a notebook to show.
+    ``intervals``: a summary with ``AUROC_ci_low``/``AUROC_ci_high``
+    (:func:`mchad.report.stats.add_confidence_intervals`); with it the points are coloured by seed and
+    each box has its mean and interval beside it. Saved as PNG to ``path`` when given; the figure is
+    returned for a notebook to show.
     """
     runs = per_run(results)
     runs = runs[runs["dataset"] == dataset]
     if runs.empty:
         raise ConfigError(f"no complete run of dataset={dataset}: pick one of {sorted(set(results['dataset']))}")
-    groups = runs.groupby(["method", "variant", "score"], sort=False)["AUROC"]
+    keys = row_keys(results)[1:]
+    groups = runs.groupby(keys, sort=False)
     labels = ["\n".join(filter(None, key)) for key in groups.groups]
-    values = [group.to_numpy() for _, group in groups]
+    values = [group["AUROC"].to_numpy() for _, group in groups]
 
     figure = Figure(figsize=(max(4.5, 1.5 + 1.1 * len(values)), 4.0), layout="constrained")
     axes = figure.subplots()
     # Fliers off: every run is drawn as a point already.
     axes.boxplot(values, tick_labels=labels, showfliers=False, widths=0.5)
-    for position, run_values in enumerate(values, start=1):
+    seeds = sorted(runs["seed"].unique())
+    palette = matplotlib.colormaps["tab10"]
+    for position, (_, group) in enumerate(groups, start=1):
         # A fixed spread instead of random jitter, so the same runs give the same picture.
-        offsets = np.linspace(-0.12, 0.12, len(run_values)) if len(run_values) > 1 else np.zeros(1)
-        axes.scatter(position + offsets, run_values, s=14, color="tab:blue", alpha=0.8, zorder=3)
+        offsets = np.linspace(-0.12, 0.12, len(group)) if len(group) > 1 else np.zeros(1)
+        colors = "tab:blue" if intervals is None else [palette(seeds.index(seed) % 10) for seed in group["seed"]]
+        axes.scatter(position + offsets, group["AUROC"], s=14, c=colors, alpha=0.8, zorder=3)
+    if intervals is not None:
+        cells = intervals[intervals["dataset"] == dataset].set_index(keys).loc[list(groups.groups)]
+        errors = [cells["AUROC_mean"] - cells["AUROC_ci_low"], cells["AUROC_ci_high"] - cells["AUROC_mean"]]
+        # Beside the box, clear of the points.
+        positions = np.arange(1, len(cells) + 1) + 0.34
+        mean = axes.errorbar(positions, cells["AUROC_mean"], yerr=errors, fmt="D", ms=4, color="black", capsize=3)
+        handles = [Line2D([], [], ls="", marker="o", color=palette(i % 10)) for i in range(len(seeds))]
+        axes.legend([*handles, mean], [*(f"seed {seed}" for seed in seeds), "mean, 95% bootstrap CI"], fontsize=7)
     axes.set_ylabel("AUROC (%)")
     axes.set_title(f"{dataset}: AUROC per run\n(mean over OOD sets)")
     axes.grid(axis="y", alpha=0.3)

@@ -15,22 +15,34 @@ A run's *variant* is what its command line changed besides the seed: Hydra's
 names in ``config/hydra/default.yaml``: experiment, tag, paths, data roots, launcher,
 ...) without ``seed=...``, e.g. ``method.margin=8`` for one point of an ablation grid
 and ``""`` for the experiment as configured. Seeds of one variant are averaged together.
+
+A run's *code version* comes from its ``provenance.json`` (written by :mod:`mchad.rundir`):
+the git commit, 7 characters, with ``+dirty`` when the tree had uncommitted changes, or
+``mchad <version>`` for an installed package outside git, or ``unknown`` for a run without
+the file. Runs of different code versions are reported apart
+(:func:`group_by_code_version`); runs of different package versions (python, torch,
+Lightning, CUDA, cuDNN) are only warned about.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from omegaconf import OmegaConf
 
 from mchad.errors import ConfigError
 from mchad.evaluation.results import RESULT_COLUMNS, read_results, results_complete
+from mchad.rundir import PROVENANCE_FILE
 
 COMPLETE, INCOMPLETE, FAILED = "complete", "incomplete", "failed"
 RUN_COLUMNS = ["run_dir", "status", "detail"]
+UNKNOWN = "unknown"
+PACKAGE_KEYS = ("python", "torch", "pytorch_lightning", "cuda", "cudnn")
 
 PathLike = str | os.PathLike
 Dirs = PathLike | Iterable[PathLike]
@@ -126,3 +138,56 @@ def read_runs(runs: pd.DataFrame) -> pd.DataFrame:
 def load_results(dirs: Dirs) -> pd.DataFrame:
     """The rows of every complete run's results.csv under ``dirs``; unfinished and failed runs are left out."""
     return read_runs(find_runs(dirs))
+
+
+def read_provenance(run_dir: Path) -> dict[str, Any]:
+    """The run's ``provenance.json``; ``{}`` when it has none or the file does not parse (both count as unknown)."""
+    try:
+        record = json.loads((run_dir / PROVENANCE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def code_version_label(record: dict[str, Any]) -> str:
+    """``23cae10``, ``23cae10+dirty``, ``mchad 0.1.0`` or ``unknown`` (see the module docstring)."""
+    if record.get("git_commit"):
+        return str(record["git_commit"])[:7] + ("+dirty" if record.get("git_dirty") else "")
+    if record.get("package_version"):
+        return f"mchad {record['package_version']}"
+    return UNKNOWN
+
+
+def provenance_table(run_dirs: Iterable[PathLike]) -> pd.DataFrame:
+    """One row per run directory: run_dir, code_version and the :data:`PACKAGE_KEYS` of its provenance.json."""
+    rows = []
+    for run_dir in run_dirs:
+        record = read_provenance(Path(run_dir))
+        # A key the run wrote as null (cuDNN off the GPU) is a value of its own, unlike a run without the file.
+        packages = {key: str(record[key]) if key in record else UNKNOWN for key in PACKAGE_KEYS}
+        rows.append({"run_dir": str(run_dir), "code_version": code_version_label(record), **packages})
+    return pd.DataFrame(rows, columns=["run_dir", "code_version", *PACKAGE_KEYS])
+
+
+def _counted(values: pd.Series) -> str:
+    counts = values.value_counts()
+    return ", ".join(f"{value} ({count} run{'' if count == 1 else 's'})" for value, count in counts.items())
+
+
+def group_by_code_version(results: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """``results`` (:func:`read_runs` rows) and one warning line per provenance value its runs differ in.
+
+    When the code versions differ, each row gets its run's ``code_version``, which the tables
+    (:mod:`mchad.report.tables`) then add to their key: averaging seeds of different code would
+    hide a change in the numbers behind the spread over seeds. Otherwise ``results`` is returned as it is.
+    """
+    runs = provenance_table(results["run_dir"].unique())
+    # A run without provenance is named once, by its code version; a package is only warned about when the runs
+    # that recorded it differ.
+    packages = [column for column in PACKAGE_KEYS if runs.loc[runs[column] != UNKNOWN, column].nunique() > 1]
+    warnings = [f"warning: the runs differ in {column}: {_counted(runs[column])}" for column in packages]
+    if runs["code_version"].nunique() == 1:
+        return results, warnings
+    code = f"warning: the runs differ in code_version: {_counted(runs['code_version'])}; their rows are reported apart"
+    versions = runs.set_index("run_dir")["code_version"]
+    return results.assign(code_version=results["run_dir"].map(versions)), [code, *warnings]

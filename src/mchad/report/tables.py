@@ -14,12 +14,21 @@ tables when every run has the experiment as configured):
 
 This is how the MCHAD paper (ICPR 2022, Table 2) reports its numbers: 6 seeds, OOD sets averaged.
 ``n_seeds`` counts runs, so two runs with the same seed count twice.
+
+When the runs were made by different code versions, ``results`` carries a ``code_version``
+column (:func:`mchad.report.runs.group_by_code_version`) and it joins the key, so runs of
+different versions are never averaged together.
+
+With ``mchad-report --stats`` (:mod:`mchad.report.stats`) a summary also holds
+``<metric>_ci_low`` and ``<metric>_ci_high`` (a 95% bootstrap interval, shown as ``[low, high]``
+after 'mean ± std') and ``vs_best``, which marks the AUROC cells: bold for the best row of a
+data set, a dagger for rows not significantly different from it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
@@ -28,6 +37,13 @@ from mchad.evaluation.metrics import METRIC_NAMES
 
 METRICS = ["Accuracy", *METRIC_NAMES]
 KEY = ["dataset", "method", "variant", "score"]
+STAT_SUFFIXES = ("_mean", "_std", "_ci_low", "_ci_high")
+
+VS_BEST = "vs_best"
+BEST, NOT_DIFFERENT, DIFFERENT = "best", "n.s.", "different"
+MARKED_METRIC = "AUROC"
+MARKDOWN_MARKS = {BEST: "**{}**", NOT_DIFFERENT: "{}†"}
+LATEX_MARKS = {BEST: "\\textbf{{{}}}", NOT_DIFFERENT: "{}$^\\dagger$"}
 
 # Rows follow the paper's table; names it does not know come after, alphabetically.
 PAPER_ORDER = {
@@ -54,26 +70,31 @@ def _mean_std(values: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return _in_paper_order(table.reset_index())
 
 
-def _with_variant(results: pd.DataFrame) -> pd.DataFrame:
-    """Rows read without :func:`mchad.report.runs.read_runs` (no variant column) count as the experiment as configured."""
+def row_keys(results: pd.DataFrame) -> list[str]:
+    """The columns that make a table row: :data:`KEY`, and ``code_version`` when the runs were split by it."""
+    return [*KEY, "code_version"] if "code_version" in results else KEY
+
+
+def with_variant(results: pd.DataFrame) -> pd.DataFrame:
+    """Rows read without :func:`mchad.report.runs.read_runs` (no variant column) are the experiment as configured."""
     return results if "variant" in results else results.assign(variant="")
 
 
 def per_run(results: pd.DataFrame) -> pd.DataFrame:
     """M(r, s) for every run and score: its metrics averaged over its OOD test sets, in percent."""
-    grouped = _with_variant(results).groupby([*KEY, "seed", "run_dir"], sort=False, dropna=False)
+    grouped = with_variant(results).groupby([*row_keys(results), "seed", "run_dir"], sort=False, dropna=False)
     return _in_paper_order((grouped[METRICS].mean() * 100).reset_index())
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """The paper's table: one row per (dataset, method, score); ``<metric>_mean``, ``<metric>_std``, n_seeds."""
-    return _mean_std(per_run(results), KEY)
+    return _mean_std(per_run(results), row_keys(results))
 
 
 def per_ood(results: pd.DataFrame) -> pd.DataFrame:
-    """Like :func:`summarize` without averaging over OOD sets: one row per (dataset, method, variant, score, ood_dataset)."""
-    percent = _with_variant(results).assign(**{metric: results[metric] * 100 for metric in METRICS})
-    return _mean_std(percent, [*KEY, "ood_dataset"])
+    """Like :func:`summarize` without averaging over OOD sets: a row per (dataset, method, variant, score, OOD set)."""
+    percent = with_variant(results).assign(**{metric: results[metric] * 100 for metric in METRICS})
+    return _mean_std(percent, [*row_keys(results), "ood_dataset"])
 
 
 def _parse_headline(choices: Sequence[str]) -> dict[str | None, str]:
@@ -112,22 +133,27 @@ def select_headline(results: pd.DataFrame, choices: Sequence[str]) -> pd.DataFra
     return pd.concat(kept, ignore_index=True)
 
 
-def _cells(table: pd.DataFrame, plus_minus: str) -> tuple[list[str], list[list[str]], int]:
-    """Header and text rows of a summary table: key columns as they are, each metric as 'mean ± std'."""
+def _cells(table: pd.DataFrame, plus_minus: str, marks: Mapping[str, str]) -> tuple[list[str], list[list[str]], int]:
+    """Header and text rows of a summary table: key columns as they are, each metric as 'mean ± std [low, high]'.
+
+    ``marks`` maps a ``vs_best`` value to the format of the AUROC cell of such a row.
+    """
     metrics = [column.removesuffix("_mean") for column in table.columns if column.endswith("_mean")]
-    stats = {f"{metric}_{stat}" for metric in metrics for stat in ("mean", "std")}
-    keys = [column for column in table.columns if column not in stats and column != "n_seeds"]
+    stats = {f"{metric}{suffix}" for metric in metrics for suffix in STAT_SUFFIXES}
+    keys = [column for column in table.columns if column not in stats and column not in ("n_seeds", VS_BEST)]
     if "variant" in keys and not table["variant"].astype(bool).any():
         keys.remove("variant")
 
-    def cell(mean: float, std: float) -> str:
-        # One seed has no spread; an empty std reads better than 'nan'.
-        return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} {plus_minus} {std:.2f}"
+    def cell(row: pd.Series, metric: str) -> str:
+        mean, std, low = row[f"{metric}_mean"], row[f"{metric}_std"], row.get(f"{metric}_ci_low", math.nan)
+        # One seed has no spread and no interval; an empty std reads better than 'nan'.
+        text = f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} {plus_minus} {std:.2f}"
+        if not math.isnan(low):
+            text += f" [{low:.2f}, {row[f'{metric}_ci_high']:.2f}]"
+        return marks.get(row.get(VS_BEST, ""), "{}").format(text) if metric == MARKED_METRIC else text
 
     rows = [
-        [str(row[key]) for key in keys]
-        + [cell(row[f"{metric}_mean"], row[f"{metric}_std"]) for metric in metrics]
-        + [str(row["n_seeds"])]
+        [str(row[key]) for key in keys] + [cell(row, metric) for metric in metrics] + [str(row["n_seeds"])]
         for _, row in table.iterrows()
     ]
     return [*keys, *metrics, "n_seeds"], rows, len(keys)
@@ -135,7 +161,7 @@ def _cells(table: pd.DataFrame, plus_minus: str) -> tuple[list[str], list[list[s
 
 def to_markdown(table: pd.DataFrame) -> str:
     """A :func:`summarize` or :func:`per_ood` table as a GitHub markdown table, cells 'mean ± std' in percent."""
-    header, rows, n_keys = _cells(table, "±")
+    header, rows, n_keys = _cells(table, "±", MARKDOWN_MARKS)
     align = ["---"] * n_keys + ["---:"] * (len(header) - n_keys)
     return "\n".join("| " + " | ".join(line) + " |" for line in [header, align, *rows]) + "\n"
 
@@ -146,9 +172,12 @@ def _latex_escape(text: str) -> str:
     return text
 
 
-def to_latex(table: pd.DataFrame) -> str:
-    """A :func:`summarize` table as a booktabs tabular; a rule between data sets, repeated names left blank."""
-    header, rows, n_keys = _cells(table, "$\\pm$")
+def to_latex(table: pd.DataFrame, note: str = "") -> str:
+    """A :func:`summarize` table as a booktabs tabular; a rule between data sets, repeated names left blank.
+
+    ``note`` (LaTeX) is set in small type under the tabular.
+    """
+    header, rows, n_keys = _cells(table, "$\\pm$", LATEX_MARKS)
     lines = [
         "% needs \\usepackage{booktabs}",
         "\\begin{tabular}{" + "l" * n_keys + "r" * (len(header) - n_keys) + "}",
@@ -166,4 +195,6 @@ def to_latex(table: pd.DataFrame) -> str:
         lines.append(" & ".join(shown + row[n_keys:]) + " \\\\")
         previous = row
     lines += ["\\bottomrule", "\\end{tabular}"]
+    if note:
+        lines.append(f"\\par\\smallskip{{\\footnotesize {note}\\par}}")
     return "\n".join(lines) + "\n"

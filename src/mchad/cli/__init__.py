@@ -1,0 +1,15 @@
+"""Every command-line entry point of the project, and nothing else.
+
+============== ============================= =====================================================
+command        module                        what it does
+============== ============================= =====================================================
+mchad-train    :mod:`mchad.cli.train`        train and evaluate one config, or a sweep (``-m``)
+mchad-eval     :mod:`mchad.cli.train`        evaluate a checkpoint on any test sets
+mchad-data     :mod:`mchad.cli.data`         download, verify and cache the data sets of experiments
+mchad-report   :mod:`mchad.cli.report`       tables, statistics and plots from run directories
+============== ============================= =====================================================
+
+``run.py`` and ``eval.py`` at the repository root are the first two, for a source checkout.
+:mod:`mchad.cli.launch` is their shared shell (checks before Hydra, one-line errors, sweep jobs in
+child processes, :mod:`mchad.cli.sweep_job`). This is the top layer: nothing else imports it.
+"""

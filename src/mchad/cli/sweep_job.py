@@ -1,0 +1,59 @@
+"""The child process of one sweep job: ``python -m mchad.cli.sweep_job`` with the pickled job on stdin.
+
+:func:`mchad.cli.launch.run_sweep_job` starts it, so that a job whose process dies (``kill -9``, out
+of memory) fails alone. A plain subprocess, not ``multiprocessing``: the launchers' workers
+(joblib's loky, Ray) run under start methods that a nested ``multiprocessing`` child cannot
+take over. The child sets up Hydra's state and logging as the parent had them, runs the task,
+and on failure writes the traceback to ``<run_dir>/error.txt`` and exits with status 1. On
+success it writes what the task returned to ``<run_dir>/job_return.json`` (:func:`job_return`),
+which the parent returns to the sweeper: a hyperparameter search reads its objective there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import sys
+import traceback
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import configure_log, setup_globals
+
+ERROR_FILE = "error.txt"
+RETURN_FILE = "job_return.json"
+
+log = logging.getLogger(__name__)
+
+
+def main() -> int:
+    task, cfg, hydra_node, run_dir = pickle.load(sys.stdin.buffer)
+    setup_globals()  # Hydra's resolvers (${hydra:...}, ${now:...}) that the task's config uses
+    HydraConfig.instance().cfg = hydra_node
+    configure_log(hydra_node.hydra.job_logging, hydra_node.hydra.verbose)
+    try:
+        result = task(cfg, run_dir)
+    except BaseException as error:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / ERROR_FILE).write_text(traceback.format_exc())
+        log.error("run %s failed: %s (traceback in %s)", run_dir, error, run_dir / ERROR_FILE)
+        return 1
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / f".{RETURN_FILE}.tmp"
+    tmp.write_text(json.dumps(job_return(result), default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+    tmp.replace(run_dir / RETURN_FILE)
+    return 0
+
+
+def job_return(result: Any) -> dict[str, Any]:
+    """A task's return value as JSON: its result rows, and the validation metrics of a training run
+    (:class:`mchad.train.RunResults`)."""
+    return {
+        "results": list(result) if isinstance(result, list) else [],
+        "validation": dict(getattr(result, "validation", None) or {}),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
