@@ -39,6 +39,28 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def result_row(run_dir, dataset, method, seed, ood, group, score, accuracy, auroc, rng) -> dict:
+    """One results.csv row as run.py writes it; AUPR-IN, AUPR-OUT and FPR95 drawn from ``rng``."""
+    return {
+        "experiment": f"{dataset}-{method}",
+        "method": method,
+        "dataset": dataset,
+        "ood_dataset": ood,
+        "group": group,
+        "score": score,
+        "seed": seed,
+        "Accuracy": accuracy,
+        "AUROC": auroc,
+        "AUPR-IN": rng.uniform(0.5, 1),
+        "AUPR-OUT": rng.uniform(0.5, 1),
+        "FPR95": rng.uniform(0, 1),
+        "n_id": 1000,
+        "n_ood": 500,
+        "epochs": 10,
+        "run_dir": str(run_dir),
+    }
+
+
 def make_sweep(root: Path) -> dict[str, Path]:
     """A Hydra-multirun-like tree under ``root``; returns the failed and the incomplete run directories."""
     rng = random.Random(0)
@@ -51,24 +73,7 @@ def make_sweep(root: Path) -> dict[str, Path]:
                 (run_dir / ".hydra" / "config.yaml").write_text(f"seed: {seed}\n")
                 accuracy = rng.uniform(0.5, 0.99)
                 rows = [
-                    {
-                        "experiment": f"{dataset}-{method}",
-                        "method": method,
-                        "dataset": dataset,
-                        "ood_dataset": ood,
-                        "group": group,
-                        "score": score,
-                        "seed": seed,
-                        "Accuracy": accuracy,
-                        "AUROC": rng.uniform(0.5, 1),
-                        "AUPR-IN": rng.uniform(0.5, 1),
-                        "AUPR-OUT": rng.uniform(0.5, 1),
-                        "FPR95": rng.uniform(0, 1),
-                        "n_id": 1000,
-                        "n_ood": 500,
-                        "epochs": 10,
-                        "run_dir": str(run_dir),
-                    }
+                    result_row(run_dir, dataset, method, seed, ood, group, score, accuracy, rng.uniform(0.5, 1), rng)
                     for score in scores
                     for ood, group in OOD_SETS.items()
                 ]

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
-from test_report import latex_rows, write_csv
+from test_report import latex_rows, result_row, write_csv
 
 from mchad.cli.report import main
 from mchad.report import auroc_boxplot, load_results, summarize
@@ -56,24 +56,9 @@ def write_run(
     (run_dir / ".hydra" / "config.yaml").write_text(f"seed: {seed}\n")
     rng = random.Random(f"{run_dir.name}/{dataset}/{method}/{seed}")
     rows = [
-        {
-            "experiment": f"{dataset}-{method}",
-            "method": method,
-            "dataset": dataset,
-            "ood_dataset": ood,
-            "group": "far",
-            "score": score,
-            "seed": seed,
-            "Accuracy": 0.9 + seed / 100,
-            "AUROC": auroc(dataset, score, seed, index),
-            "AUPR-IN": rng.uniform(0.5, 1),
-            "AUPR-OUT": rng.uniform(0.5, 1),
-            "FPR95": rng.uniform(0, 1),
-            "n_id": 1000,
-            "n_ood": 500,
-            "epochs": 10,
-            "run_dir": str(run_dir),
-        }
+        result_row(
+            run_dir, dataset, method, seed, ood, "far", score, 0.9 + seed / 100, auroc(dataset, score, seed, index), rng
+        )
         for score in METHOD_SCORES[method]
         for index, ood in enumerate(ood_sets)
     ]

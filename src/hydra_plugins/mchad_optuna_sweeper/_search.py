@@ -100,12 +100,7 @@ def flatten(params: Any, prefix: str = "") -> dict[str, Any]:
     """``{"method": {"margin": "interval(1, 8)"}}`` and ``{"method.margin": ...}`` -> ``{"method.margin": ...}``."""
     if isinstance(params, DictConfig):
         params = OmegaConf.to_container(params, resolve=True)
-    if not isinstance(params, dict):
-        return {prefix: params}
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
+    return rundir.flatten(params, prefix)
 
 
 def distribution(override: Any, where: str) -> Any:
