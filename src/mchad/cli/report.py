@@ -11,7 +11,7 @@ Writes into OUT:
 - ``embeddings/<run>.gif`` with ``--gif``: for every run trained with ``model.embedding_plots=true``
   (2-D embeddings), its per-epoch scatter frames as an animated GIF (the paper's animation).
 
-With ``--stats`` (see :mod:`mchad.report.stats` and docs/statistics.md; needs ``autorank``):
+With ``--stats`` (see :mod:`mchad.report.stats` and docs/statistics.md; needs the ``stats`` extra):
 
 - every summary cell also holds its 95% bootstrap confidence interval over seeds, ``[low, high]``
   (summary.csv: ``<metric>_ci_low``, ``<metric>_ci_high``), and the AUROC cells are marked: bold
@@ -19,7 +19,7 @@ With ``--stats`` (see :mod:`mchad.report.stats` and docs/statistics.md; needs ``
   (summary.csv: ``vs_best``);
 - ``stats/<dataset>_pairs.csv``: each row against the best of its data set, paired over (seed, OOD
   set), Wilcoxon signed-rank p-value and its Holm adjustment;
-- ``cd_diagram.png``: autorank's critical-difference diagram of the rows' AUROC ranks over data sets
+- ``cd_diagram.png``: the critical-difference diagram of the rows' AUROC ranks over data sets
   (at least 5), else over (dataset, OOD set) blocks; skipped with one line saying why when there
   are fewer than 5 blocks;
 - the box plots colour each run by its seed and draw each row's mean and interval;
@@ -116,12 +116,12 @@ def write_report(
     written: dict[Path, str] = {}
     md_notes, tex_note = ("", ""), ""
     if with_stats:
-        # Imported here: autorank and statsmodels are needed for --stats only.
+        # Imported here: scikit-posthocs and statsmodels (the stats extra) are needed for --stats only.
         try:
             from mchad.report import stats
         except ImportError as error:
             raise ConfigError(
-                f"--stats needs the package {error.name}, which is not installed: pip install autorank statsmodels"
+                f"--stats needs the package {error.name}, which is not installed: pip install 'mchad[stats]'"
             ) from None
 
         summary = stats.add_confidence_intervals(summary, results)
@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--stats",
         action="store_true",
         help="also bootstrap confidence intervals, paired Wilcoxon tests against the best method (Holm), "
-        "a critical-difference diagram and per-seed points (needs autorank; docs/statistics.md)",
+        "a critical-difference diagram and per-seed points (needs the stats extra; docs/statistics.md)",
     )
     parser.add_argument(
         "--score",
