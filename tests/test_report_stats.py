@@ -275,7 +275,8 @@ def test_intervals_in_memory_equal_scipy_and_the_box_plot_draws_them_with_seed_c
     summary = add_confidence_intervals(summarize(results), results)
     raw = raw_results(sweep)
     runs = raw[raw["dataset"] == "svhn"].groupby(["method", "score", "seed"])["AUROC"].mean() * 100
-    axes = auroc_boxplot(results, "svhn", intervals=summary).axes[0]
+    auroc_figure = auroc_boxplot(results, "svhn", intervals=summary)
+    axes = auroc_figure.axes[0]
     labels = [tick.get_text() for tick in axes.get_xticklabels()]
     (means,) = [line for line in axes.lines if line.get_marker() == "D"]
     by_box = []
@@ -294,7 +295,7 @@ def test_intervals_in_memory_equal_scipy_and_the_box_plot_draws_them_with_seed_c
         np.testing.assert_allclose(np.sort(points.get_offsets()[:, 1]), np.sort(values.to_numpy()), rtol=1e-12)
         by_box.append({seed: tuple(colour) for seed, colour in zip(values.index, points.get_facecolors(), strict=True)})
     assert all(colours == by_box[0] for colours in by_box) and len(set(by_box[0].values())) == len(SEEDS)
-    assert [text.get_text() for text in axes.get_legend().get_texts()] == [
+    assert [text.get_text() for text in auroc_figure.legends[0].get_texts()] == [
         *(f"seed {seed}" for seed in SEEDS),
         "mean, 95% bootstrap CI",
     ]
