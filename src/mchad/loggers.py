@@ -1,14 +1,14 @@
 """Loggers that a resumed run continues instead of restarting, the optional trackers, and what a run tells them.
 
 Lightning's CSV logger deletes an existing ``metrics.csv`` when it starts, so a run resumed
-from its checkpoint would lose the rows of the epochs before the kill. :class:`CSVLogger`
-appends to the file instead, keeping its columns (TensorBoard needs nothing: a resumed
+from its checkpoint would lose the rows of the epochs before the kill. :class:`CSVLogger`, a
+small logger of its own, appends to the file instead, keeping its columns (TensorBoard needs nothing: a resumed
 run writes a new event file beside the old ones, with the step counts from the checkpoint).
 
 The trackers (``logger=mlflow``, ``logger=wandb``, docs/trackers.md) are Lightning's own
-loggers, made fit for run directories: :class:`MLFlowLogger` (a local file store without
-SQLAlchemy, one experiment shared by concurrent sweep jobs) and :class:`WandbLogger` each
-continue the tracker run of a resumed run directory. Lightning logs the per-epoch metrics;
+loggers, made fit for run directories: :class:`MLFlowLogger` (a local SQLite store that
+concurrent sweep jobs share, the resolved config as params once each) and :class:`WandbLogger`
+each continue the tracker run of a resumed run directory. Lightning logs the per-epoch metrics;
 :func:`log_config` gives them the resolved config when the loggers are made, and
 :func:`log_results` the final results table and the tested checkpoint after ``results.csv``
 is written. Their packages are optional extras: :func:`check_packages` turns a missing one
@@ -201,9 +201,11 @@ class MLFlowLogger(lightning_mlflow.MLFlowLogger):
     def __init__(self, run_dir: str | Path, tracking_uri: str | None = None, experiment_name: str = "mchad",
                  artifact_location: str | None = None, run_name: str | None = None, tags: dict | None = None,
                  run_id: str | None = None, **kwargs: Any):  # fmt: skip
+        import mlflow
+
         self.run_dir = Path(run_dir)
-        # the same fallbacks as MLflow's own: its variable, else a SQLite file in the working directory
-        self.tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"{SQLITE_PREFIX}mlflow.db"
+        # without one, MLflow's own choice: MLFLOW_TRACKING_URI, else its default store
+        self.tracking_uri = tracking_uri or mlflow.get_tracking_uri()
         if self.tracking_uri.startswith("file:"):
             # MLflow 3 refuses its file store unless asked for it; whoever names one asks for it
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
@@ -245,7 +247,7 @@ class MLFlowLogger(lightning_mlflow.MLFlowLogger):
         if not self.resumed:
             self.shared_experiment()
         client = super().experiment
-        self.started = True
+        self.started = True  # before reading run_id, which asks for the experiment again
         if self.resumed:
             client.update_run(self.run_id, status="RUNNING")
         elif self.run_dir.is_dir():
