@@ -114,31 +114,37 @@ def test_mlflow_run_killed_and_resumed_is_one_run_in_a_sqlite_store_with_config_
 
 
 OPEN_A_FRESH_STORE = """
-import sys
+import sys, time
+from pathlib import Path
 from mchad.loggers import MLFlowLogger
-logger = MLFlowLogger(run_dir=sys.argv[1], tracking_uri=sys.argv[2], experiment_name="race")
+run_dir, uri, jobs = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+(run_dir / "ready").touch()  # imports done: wait for the other jobs, then all open the store at once
+while len(list(run_dir.parent.glob("*/ready"))) < jobs:
+    time.sleep(0.01)
+logger = MLFlowLogger(run_dir=run_dir, tracking_uri=uri, experiment_name="race")
 logger.experiment
 logger.finalize("success")
 """
 
 
 def test_sweep_jobs_opening_a_fresh_sqlite_store_at_once_share_it(tmp_path):
-    """MLflow's first open of a SQLite store creates its tables; jobs that do so at once must not collide."""
-    uri = f"sqlite:///{tmp_path / 'logs' / 'mlflow.db'}"
-    jobs = []
-    for job in range(3):
+    """MLflow's first open of a SQLite store creates its tables; jobs that do so at once must not collide (without
+    the store lock, MLflow's migrations fail with "table ... already exists")."""
+    uri, jobs = f"sqlite:///{tmp_path / 'logs' / 'mlflow.db'}", 2
+    processes = []
+    for job in range(jobs):
         (tmp_path / str(job)).mkdir()
-        jobs.append(subprocess.Popen([sys.executable, "-c", OPEN_A_FRESH_STORE, str(tmp_path / str(job)), uri],
-                                     env=environment(), stderr=subprocess.PIPE, text=True))  # fmt: skip
-    for job in jobs:
-        assert job.wait(timeout=300) == 0, job.stderr.read()
+        processes.append(subprocess.Popen([sys.executable, "-c", OPEN_A_FRESH_STORE, str(tmp_path / str(job)), uri,
+                                           str(jobs)], env=environment(), stderr=subprocess.PIPE, text=True))  # fmt: skip
+    for process in processes:
+        assert process.wait(timeout=300) == 0, process.stderr.read()
     import mlflow
 
     client = mlflow.MlflowClient(uri)
     (experiment,) = [e for e in client.search_experiments() if e.name == "race"]
     runs = client.search_runs([experiment.experiment_id])
-    ids = {(tmp_path / str(job) / ".mlflow_run_id").read_text().strip() for job in range(3)}
-    assert {run.info.run_id for run in runs} == ids and len(ids) == 3
+    ids = {(tmp_path / str(job) / ".mlflow_run_id").read_text().strip() for job in range(jobs)}
+    assert {run.info.run_id for run in runs} == ids and len(ids) == jobs
 
 
 def test_csv_logger_appends_on_resume_and_widens_its_header(tmp_path):
