@@ -242,7 +242,9 @@ def cd_figure(data: pd.DataFrame, blocks: str) -> tuple[Figure, str]:
     test, p_value = omnibus_test(data)
     # the bars join the rows whose mean ranks are within the critical distance: "p" 1 for those pairs, 0 for the rest
     apart = np.abs(ranks.to_numpy()[:, None] - ranks.to_numpy()[None, :]) > critical
-    figure = Figure(figsize=(8, 1.6 + 0.3 * data.shape[1]), layout="constrained")
+    # the row names stand left and right of the rank scale: long ones (an ablation's variants) widen the figure
+    longest = max(len(str(name)) for name in ranks.index)
+    figure = Figure(figsize=(max(8.0, 4.0 + 0.08 * longest), 1.6 + 0.3 * data.shape[1]), layout="constrained")
     figure.suptitle(
         f"AUROC mean rank over {len(data)} {blocks} (1 = best)\n{test} p = {p_value:.2g}; "
         f"bars join rows within the Nemenyi CD = {critical:.2f}",
@@ -254,6 +256,10 @@ def cd_figure(data: pd.DataFrame, blocks: str) -> tuple[Figure, str]:
         alpha=ALPHA, ax=axes, label_fmt_left="{label} ({rank:.2f})", label_fmt_right="({rank:.2f}) {label}",
         label_props={"fontsize": 8},
     )  # fmt: skip
+    # the whole rank scale, 1 .. k, so that the ranks are seen against it (with a margin: no marker cut in half)
+    k = data.shape[1]
+    axes.set_xlim(0.9, max(k, ranks.iloc[0] + critical) + 0.1)
+    axes.set_xticks(range(1, k + 1))
     line = (
         f"CD diagram: mean AUROC ranks of {data.shape[1]} rows over {len(data)} {blocks}, "
         f"{test} p = {p_value:.2g}, Nemenyi CD = {critical:.2f}"
