@@ -238,3 +238,18 @@ def test_check_packages_and_metric_names(monkeypatch):
              "FPR95": 0.5}]  # fmt: skip
     assert result_metrics(rows) == {"test/a/msp/AUROC": 0.8, "test/a/msp/AUPR-IN": 0.7, "test/a/msp/AUPR-OUT": 0.6,
                                     "test/a/msp/FPR95": 0.5, "test/Accuracy": 0.9}  # fmt: skip
+
+
+def test_a_run_id_the_store_does_not_hold_starts_a_new_mlflow_run(tmp_path):
+    """A run directory resumed against another store (its .mlflow_run_id unknown there) gets a new run, not an error."""
+    from mchad.loggers import MLFlowLogger
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".mlflow_run_id").write_text("0123456789abcdef0123456789abcdef\n")
+    logger = MLFlowLogger(run_dir=run_dir, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment_name="x")
+    client = logger.experiment
+    (run,) = client.search_runs([client.get_experiment_by_name("x").experiment_id])
+    assert run.info.run_id == logger.run_id != "0123456789abcdef0123456789abcdef"
+    assert (run_dir / ".mlflow_run_id").read_text() == f"{run.info.run_id}\n"
+    assert client.get_experiment_by_name("x").artifact_location == (tmp_path / "mlartifacts").as_uri()
