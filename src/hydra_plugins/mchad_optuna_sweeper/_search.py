@@ -42,6 +42,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from mchad import rundir
 from mchad.errors import ConfigError
+from mchad.files import atomic_write
 
 DB_FILE = "optuna.db"
 BEST_FILE = "best_params.yaml"
@@ -350,6 +351,4 @@ def write_best_params(path: Path, best: Any, config: DictConfig, settings: Any, 
         "overrides": overrides,
     }
     text = "".join(f"# {line}".rstrip() + "\n" for line in header) + OmegaConf.to_yaml(OmegaConf.create(data))
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write(path, text)
