@@ -38,7 +38,6 @@ from fnmatch import fnmatch
 from functools import cache
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
-import annotated_types
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from pydantic import (
@@ -138,7 +137,6 @@ Fraction = Annotated[float, Field(ge=0, le=1)]
 RGB = 3
 """Images are RGB: ``data.mean`` and ``data.std`` hold one number per channel."""
 
-BATCHES = "use a number of batches, a fraction of them (1.0 = all) or null for all, e.g. {key}=1.0"
 Devices = rule(
     "a number of devices >= 1, -1 (all), auto, or a list of device indices",
     Union[
@@ -147,7 +145,7 @@ Devices = rule(
         Annotated[list[NonNegInt], Field(min_length=1)],
         Annotated[str, Field(pattern=r"^\s*(-1|\d+(\s*,\s*\d+)*\s*,?)\s*$")],
     ],
-    "use trainer.devices=1, -1 (all), auto, or a list of device indices, e.g. trainer.devices=[0,1]",
+    "e.g. {key}=1 or {key}=[0,1]",
 )
 
 # --------------------------------------------------------------------------------------------
@@ -164,25 +162,15 @@ class Target(BaseModel):
     """A node Hydra instantiates (loggers, callbacks); its arguments are the class's business."""
 
     model_config = ConfigDict(strict=True, extra="allow")
-    target: Text = Field(
-        alias="_target_",
-        description="give it an importable _target_ class, e.g. pytorch_lightning.loggers.CSVLogger, or remove it",
-    )
+    target: Text = Field(alias="_target_", description="give an importable class, e.g. {key}=torch.nn.Identity")
 
 
 class ModelConfig(Node):
     backbone: Target  # then checked against its class (TARGET_NODES)
-    pretrained_checkpoint: str | None = Field(
-        None, description="give the weights' file, or {key}=null to train from scratch"
-    )
+    pretrained_checkpoint: str | None = Field(None, description="give the weights' file, or {key}=null (no weights)")
     optimizer: dict[str, Any]
     scheduler: dict[str, Any] | None = None
-    compile: choice(
-        lambda: (False, True, *COMPILE_MODES),
-        False,
-        True,
-        fix="use false, true or a torch.compile mode, e.g. {key}=reduce-overhead",
-    ) = False
+    compile: choice(lambda: (False, True, *COMPILE_MODES), False, True, fix="e.g. {key}=reduce-overhead") = False
     channels_last: bool = True
     embedding_plots: bool = False
     projector: bool = False
@@ -199,9 +187,7 @@ class DataConfig(Node):
 
     name: Text = Field(description="pick the ID data set with data=NAME, a file of config/data/ (e.g. data=cifar10)")
     n_classes: Annotated[int, Field(ge=2, examples=[10])]  # a classifier needs two known classes
-    root: str | None = Field(
-        None, description="give the folder of a local copy (root/{train,test}/<class>/*), or {key}=null to download"
-    )
+    root: str | None = Field(None, description="give a local copy's folder (root/{train,test}/<class>/*), or null")
     download: bool = True
     val_size: rule(
         "a fraction in (0, 1) or a whole count >= 1 (1.0 is neither: write 1 for one image)",
@@ -211,9 +197,7 @@ class DataConfig(Node):
     batch_size: PositiveInt = 128
     batches_per_epoch: PositiveInt | None = Field(None, examples=[392])  # null: one pass over the train split
     eval_batch_size: PositiveInt = 1024
-    outliers: Outliers | None = Field(
-        None, description="give {name, root, batch_size} of an outlier set, or {key}=null"
-    )
+    outliers: Outliers | None = Field(None, description="give {name, root, batch_size} of an outlier set, or null")
     mean: Annotated[
         list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]], Field(min_length=RGB, max_length=RGB)
     ] = Field(description="give 3 numbers in [0, 1], one per RGB channel, e.g. data.mean=[0.4914,0.4824,0.4467]")
@@ -222,9 +206,7 @@ class DataConfig(Node):
     )
     crop_padding: NonNegInt = Field(4, description="use 0 (no random crop) or a few pixels, e.g. {key}=4")
     flip: bool = True
-    num_workers: NonNegInt = Field(
-        0, description="use 0 (usually fastest: a batch is one tensor index) or a number of worker processes"
-    )
+    num_workers: NonNegInt = Field(0, description="use 0 (usually fastest: a batch is one tensor index) or more")
 
 
 class TestSet(Node):
@@ -239,35 +221,25 @@ class RunConfig(Node):
 
     name: Text = Field(description="give the run a name, e.g. name=my-run")
     seed: Annotated[int, Field(ge=0, le=2**32 - 1, examples=[1])]  # Lightning's seed_everything range
-    threads: PositiveInt | None = Field(
-        None, description="give a number of CPU threads >= 1, or null for torch's default (threads=4)"
-    )
+    threads: PositiveInt | None = Field(None, description="give a number of CPU threads >= 1 (threads=4), or null")
     tag: Text = "default"
     train: bool = True
     test: bool = True
     ckpt_path: str | None = Field(
-        None,
-        description="give the path of a checkpoint of this project, e.g. ckpt_path=logs/runs/NAME/TIME/checkpoints/last.ckpt",
+        None, description="give a checkpoint, e.g. {key}=logs/runs/NAME/TIME/checkpoints/last.ckpt"
     )
     test_checkpoint: Literal["best", "current"] = Field(
-        "best",
-        description="use test_checkpoint=best (best validation accuracy) or test_checkpoint=current (the last weights)",
+        "best", description="best: the best validation accuracy, current: the last weights"
     )
-    paths: dict[str, Text | None] = Field(
-        description="give a directory, e.g. {key}=/data/mchad"
-    )  # paths.outliers may be null
+    paths: dict[str, Text | None] = Field(description="give a directory, e.g. {key}=/data/mchad")  # outliers: null
     model: ModelConfig
     data: DataConfig
-    testsets: list[TestSet] = Field(
-        description="pick a list with testsets=paper, openood, quickstart, noise, shared or none"
-    )
+    testsets: list[TestSet] = Field(description="pick a list, e.g. testsets=paper (or openood, noise, none...)")
     ood_folders: list[Text] = []
     trainer: dict[str, Any]
     method: dict[str, Any] = Field(description="pick a method with method=mchad (or another config of config/method)")
-    logger: dict[str, Target] | None = Field(None, description="pick loggers with logger=default or logger=none")
-    callbacks: dict[str, Target] | None = Field(
-        None, description="pick callbacks with callbacks=default or callbacks=none"
-    )
+    logger: dict[str, Target] | None = Field(None, description="pick logger=default or logger=none")
+    callbacks: dict[str, Target] | None = Field(None, description="pick callbacks=default or callbacks=none")
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,44 +257,32 @@ RULES: dict[str, Any] = {
     ],
     "devices": Devices,
     "strategy": Annotated[Text, Field(description="name a Lightning strategy, e.g. {key}=auto (or trainer=ddp)")],
-    "precision": choice(
-        lightning_precisions,
-        "auto",
-        fix="use {key}=auto (bf16-mixed on a GPU, 32-true on a CPU), 32-true or bf16-mixed",
-    ),
+    "precision": choice(lightning_precisions, "auto", fix="e.g. {key}=auto (bf16-mixed on a GPU, 32-true on a CPU)"),
     "max_epochs": Annotated[int, Field(ge=1, description="train for one epoch or more ({key}=10)")],
     "limit_*_batches": rule(
-        "a number of batches >= 0, a fraction in [0, 1] or null", Optional[NonNegInt | Fraction], BATCHES
+        "a number of batches >= 0, a fraction in [0, 1] or null",
+        Optional[NonNegInt | Fraction],
+        "e.g. {key}=1.0 (all) or {key}=10",
     ),
-    "num_sanity_val_steps": Annotated[
-        int, Field(ge=-1, description="use 0 (none), a number of batches, or -1 for all")
-    ],
+    "num_sanity_val_steps": Annotated[int, Field(ge=-1, description="use 0 (none), a number of batches, or -1 (all)")],
     "fast_dev_run": rule(
-        "true, false or a number of batches >= 1",
-        Union[bool, PositiveInt],
-        "use false, true or a number of batches (or debug=fdr)",
+        "true, false or a number of batches >= 1", Union[bool, PositiveInt], "e.g. {key}=2 (or debug=fdr)"
     ),
     "overfit_batches": rule(
-        "a number of batches >= 0 or a fraction in [0, 1]",
-        Union[NonNegInt, Fraction],
-        "use 0 (off), a number of batches or a fraction (or debug=overfit)",
+        "a number of batches >= 0 or a fraction in [0, 1]", Union[NonNegInt, Fraction], "e.g. {key}=0.1"
     ),
     "gradient_clip_val": Annotated[
-        NonNegative | None, Field(description="use null (no clipping) or a finite norm >= 0, e.g. {key}=1.0")
+        NonNegative | None, Field(description="use null (no clipping) or a norm, e.g. {key}=1.0")
     ],
-    "deterministic": rule("true, false or warn", Union[bool, Literal["warn"]], "use {key}=true, false or warn"),
+    "deterministic": rule("true, false or warn", Union[bool, Literal["warn"]], "e.g. {key}=true"),
     "log_every_n_steps": Field(ge=1),
     "check_val_every_n_epoch": Field(ge=1),
     "num_nodes": Field(ge=1),
     "accumulate_grad_batches": Field(ge=1),
     # method.*, model.optimizer.*
     "weight_decay": Field(ge=0, description="use 0 or a small finite weight decay, e.g. {key}=5e-5"),
-    "n_classes": Field(
-        ge=2, description="it follows data.n_classes: set data.n_classes to the number of known classes (>= 2)"
-    ),
-    "n_embedding": Field(
-        ge=1, description="give a whole number of embedding dimensions >= 1, e.g. method.n_embedding=16"
-    ),
+    "n_classes": Field(ge=2, description="it follows data.n_classes: set that to the number of known classes"),
+    "n_embedding": Field(ge=1, description="give a whole number of embedding dimensions >= 1, e.g. {key}=16"),
     "weight_*": Field(ge=0, description=WEIGHT),
     "margin": Field(gt=0),
     "margin_in": Field(description=MARGINS),
@@ -333,9 +293,7 @@ RULES: dict[str, Any] = {
     "depth": Field(ge=10, description="use a WideResNet depth 6n + 4, e.g. {key}=40 (or backbone=wrn-small)"),
     "widen_factor": Field(ge=1),
     "drop_rate": Field(ge=0, lt=1, description="use a dropout probability in [0, 1), e.g. {key}=0.3"),
-    "n_outputs": Field(
-        ge=1, description="it follows method.n_embedding: set method.n_embedding to a whole number >= 1"
-    ),
+    "n_outputs": Field(ge=1, description="it follows method.n_embedding: set that to a whole number >= 1"),
     # model.optimizer.*, model.scheduler.*
     "lr": Field(gt=0, description="use a finite learning rate > 0, e.g. {key}=1e-3"),
     "momentum": Field(ge=0),
@@ -378,10 +336,7 @@ class MethodArguments(TargetArguments):
 class OptimizerArguments(TargetArguments):
     typed = False
     supplied = ("params",)
-    partial: Literal[True] = Field(
-        alias="_partial_",
-        description="keep _partial_: true (the training loop passes the parameters and the step count)",
-    )
+    partial: Literal[True] = Field(alias="_partial_", description="keep it: the training loop passes the parameters")
 
 
 class SchedulerArguments(OptimizerArguments):
@@ -433,10 +388,8 @@ def arguments_schema(cls: type, base: type[Arguments]) -> type[Arguments]:
         required = p.default is p.empty or p.name in base.required
         default = None if p.name in base.supplied else ... if required else p.default
         ranged = any(fnmatch(p.name, pattern) for pattern in RULES)
-        fields[p.name] = (
-            argument_type(p.name, hints.get(p.name, float if ranged and not base.typed else Any)),
-            default,
-        )
+        annotation = hints.get(p.name, float if ranged and not base.typed else Any)
+        fields[p.name] = (argument_type(p.name, annotation), default)
     return create_model(f"{cls.__name__}Arguments", __base__=base, **fields)
 
 
@@ -512,33 +465,17 @@ def field_at(model: Any, loc: tuple) -> tuple[FieldInfo | None, list[str]]:
 
 
 def bounds(field: FieldInfo) -> str:
-    """The field's range in words, e.g. ``>= 1``, ``in [0, 1)``."""
-    found: dict[str, Any] = {}
-
-    def collect(tp: Any, metadata: list) -> None:
-        for m in metadata:
-            for name in ("ge", "gt", "le", "lt"):
-                if isinstance(m, getattr(annotated_types, name.title())):
-                    found[name] = getattr(m, name)
-        if typing.get_origin(tp) is Annotated:
-            collect(typing.get_args(tp)[0], [a for a in typing.get_args(tp)[1:] if not isinstance(a, FieldInfo)])
-            for info in typing.get_args(tp)[1:]:
-                if isinstance(info, FieldInfo):
-                    collect(None, info.metadata)
-        elif typing.get_origin(tp) in (Union, types.UnionType):
-            for arg in typing.get_args(tp):
-                collect(arg, [])
-
-    collect(field.annotation, field.metadata)
-    low = f"{'[' if 'ge' in found else '('}{found.get('ge', found.get('gt'))}"
-    high = f"{found.get('le', found.get('lt'))}{']' if 'le' in found else ')'}"
-    if ("ge" in found or "gt" in found) and ("le" in found or "lt" in found):
-        return f" in {low}, {high}"
-    return "".join(
-        f" {sign} {found[name]}"
-        for name, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
-        if name in found
-    )
+    """The field's range in words, e.g. `` >= 1``, `` in [0, 1)``."""
+    metadata = list(field.metadata)
+    for arg in typing.get_args(field.annotation):  # Optional[Annotated[int, Field(ge=1)]]
+        for extra in typing.get_args(arg)[1:]:
+            metadata += getattr(extra, "metadata", [extra])
+    signs = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    found = {name: getattr(m, name) for m in metadata for name in signs if hasattr(m, name)}
+    low, high = next((n for n in ("ge", "gt") if n in found), None), next((n for n in ("le", "lt") if n in found), None)
+    if low and high:
+        return f" in {'[' if low == 'ge' else '('}{found[low]}, {found[high]}{']' if high == 'le' else ')'}"
+    return "".join(f" {signs[n]} {found[n]}" for n in (low, high) if n)
 
 
 def fix_for(field: FieldInfo | None, error_type: str) -> str:
