@@ -321,7 +321,6 @@ class Arguments(Node):
 
 class TrainerArguments(Arguments):
     model_config = ConfigDict(arbitrary_types_allowed=True)
-    supplied = ("logger", "callbacks", "plugins")  # built by mchad.train from logger and callbacks
     required = ("max_epochs",)
 
 

@@ -30,6 +30,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ from mchad.data.tensors import ImageTensors
 from mchad.files import atomic_file, atomic_write, remove_parts
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 IMAGE_SHAPE = (32, 32, 3)
 COPY_CHUNK = 10_000
@@ -137,7 +139,7 @@ def _hash_problem(image_file: Path, label_file: Path, meta: dict) -> str | None:
     return None
 
 
-def _load(path: Path, shape: list[int], dtype: str, mmap: bool) -> np.ndarray:
+def _load(path: Path, shape: list[int], dtype: str, mmap: bool = False) -> np.ndarray:
     """The array in ``path``, after checking its .npy header against the sidecar's ``shape`` and ``dtype``."""
     with open(path, "rb") as f:
         np.lib.format.read_magic(f)
@@ -150,19 +152,27 @@ def _load(path: Path, shape: list[int], dtype: str, mmap: bool) -> np.ndarray:
         return np.memmap(f, dtype=found_dtype, mode="c", shape=found_shape, offset=f.tell())
 
 
-def _checked_meta(cache_dir: Path, name: str, split: str, version: int) -> dict | None:
-    """The sidecar of an entry whose sidecar format, version and file sizes match; None if there is no sidecar."""
+def _checked(
+    cache_dir: Path, name: str, split: str, version: int, use: Callable[[dict, Path, Path], T]
+) -> tuple[T | None, str | None]:
+    """``(use(sidecar, images file, labels file), None)`` for an entry whose sidecar format, version and file
+    sizes match, ``(None, why not)`` for one that fails a check or ``use``, ``(None, None)`` without a sidecar."""
     image_file, label_file, sidecar = cache_files(cache_dir, name, split, version)
     if not sidecar.exists():
-        return None
-    meta = json.loads(sidecar.read_text())
-    if meta.get("format", 1) != FORMAT:
-        raise _InvalidEntry(f"sidecar format {meta.get('format', 1)}, expected {FORMAT}")
-    if meta["version"] != version:
-        raise _InvalidEntry(f"version {meta['version']} != {version}")
-    if image_file.stat().st_size != meta["images_bytes"] or label_file.stat().st_size != meta["labels_bytes"]:
-        raise _InvalidEntry("file size differs from the sidecar (truncated?)")
-    return meta
+        return None, None
+    try:
+        meta = json.loads(sidecar.read_text())
+        if meta.get("format", 1) != FORMAT:
+            raise _InvalidEntry(f"sidecar format {meta.get('format', 1)}, expected {FORMAT}")
+        if meta["version"] != version:
+            raise _InvalidEntry(f"version {meta['version']} != {version}")
+        if image_file.stat().st_size != meta["images_bytes"] or label_file.stat().st_size != meta["labels_bytes"]:
+            raise _InvalidEntry("file size differs from the sidecar (truncated?)")
+        return use(meta, image_file, label_file), None
+    except _InvalidEntry as problem:
+        return None, str(problem)
+    except (OSError, ValueError, KeyError) as error:
+        return None, f"unreadable ({' '.join(str(error).split())})"
 
 
 def open_cache(
@@ -172,20 +182,14 @@ def open_cache(
 
     A missing entry (no sidecar) is (None, None): nothing to report.
     """
-    image_file, label_file, _ = cache_files(cache_dir, name, split, version)
-    try:
-        meta = _checked_meta(cache_dir, name, split, version)
-        if meta is None:
-            return None, None
+
+    def tensors(meta: dict, image_file: Path, label_file: Path) -> ImageTensors:
         if meta["source_digest"] != source.digest:
             raise _InvalidEntry(f"source changed: {source.what}")
         images = _load(image_file, meta["shape"], meta["dtype"], mmap=True)
-        labels = _load(label_file, [meta["count"]], "int64", mmap=False)
-        return ImageTensors(torch.from_numpy(images), torch.from_numpy(labels)), None
-    except _InvalidEntry as problem:
-        return None, str(problem)
-    except (OSError, ValueError, KeyError) as error:
-        return None, f"unreadable ({' '.join(str(error).split())})"
+        return ImageTensors(torch.from_numpy(images), torch.from_numpy(_load(label_file, [meta["count"]], "int64")))
+
+    return _checked(cache_dir, name, split, version, tensors)
 
 
 def verify_cache(cache_dir: Path, name: str, split: str, version: int) -> tuple[int | None, str | None]:
@@ -193,17 +197,15 @@ def verify_cache(cache_dir: Path, name: str, split: str, version: int) -> tuple[
 
     Reads every byte of the entry (``mchad-data verify``); a missing entry is ``(None, "not cached")``.
     """
-    image_file, label_file, _ = cache_files(cache_dir, name, split, version)
-    try:
-        meta = _checked_meta(cache_dir, name, split, version)
-        if meta is None:
-            return None, "not cached"
+
+    def count(meta: dict, image_file: Path, label_file: Path) -> int:
         problem = _hash_problem(image_file, label_file, meta)
-        return (None, problem) if problem else (meta["count"], None)
-    except _InvalidEntry as problem:
-        return None, str(problem)
-    except (OSError, ValueError, KeyError) as error:
-        return None, f"unreadable ({' '.join(str(error).split())})"
+        if problem:
+            raise _InvalidEntry(problem)
+        return meta["count"]
+
+    found, problem = _checked(cache_dir, name, split, version, count)
+    return (found, problem) if found is not None or problem else (None, "not cached")
 
 
 def read_cache(cache_dir: Path, name: str, split: str, version: int, source: Fingerprint) -> ImageTensors | None:
