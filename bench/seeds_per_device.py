@@ -22,9 +22,7 @@ context, ~0.5 GB per process, comes on top), its peak resident set size on a CPU
 from __future__ import annotations
 
 import copy
-import resource
 import time
-from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
@@ -35,26 +33,17 @@ from bench.report import Result
 from bench.timing import ClockCallback, StepClock
 from bench.training import images_per_step, steps, training_config
 from bench.workload import BENCH_DATA, DataPaths, build_seeded_run, compose_config, trainer_for
+from mchad.rundir import peak_host_memory_mb
 
 NAME = "seeds_per_device"
 TITLE = "several seeds on one device, cifar10-gmchad: k seeds side by side vs one seed alone"
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated by this process, or its peak resident set size on a CPU (MB).
-
-    On Linux the resident peak is ``VmHWM`` of ``/proc/self/status``: it belongs to the
-    address space, which ``exec`` replaces, whereas ``ru_maxrss`` survives ``exec`` and
-    would report the spawning parent's peak.
-    """
+    """Peak GPU memory allocated by this process, or its peak resident set size on a CPU (MB)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_host_memory_mb()
 
 
 def seed_config(cfg: DictConfig, seed: int) -> DictConfig:

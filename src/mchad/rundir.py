@@ -156,7 +156,10 @@ def code_version() -> dict[str, Any]:
 
 
 def peak_host_memory_mb() -> float:
-    """This process's peak resident memory (VmHWM), in MB."""
+    """This process's peak resident memory (VmHWM), in MB.
+
+    ``VmHWM`` belongs to the address space, which ``exec`` replaces, whereas ``ru_maxrss``
+    survives ``exec`` and would report a spawning parent's peak."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
