@@ -137,7 +137,10 @@ BAD_SPACES = [
     (["hydra.sweeper.direction=up"], "hydra.sweeper.direction='up' must be 'maximize' or 'minimize'"),
     (["hydra.sweeper.sampler._target_=optuna.samplers.NoSampler"], "NoSampler cannot be imported: name an Optuna"),
     (["hydra.sweeper.sampler._target_=optuna.study.Study"], "optuna.study.Study is not an Optuna sampler"),
-    (["+hydra.sweeper.sampler.n_startup=3"], "TPESampler refuses the arguments {'n_startup': 3}"),
+    (
+        ["+hydra.sweeper.sampler.n_startup=3"],
+        "TPESampler refuses the arguments {'constant_liar': True, 'n_startup': 3}",
+    ),
     (["+hydra.sweeper.sampler.seed=3"], "hydra.sweeper.sampler.seed=3 is set twice"),
     (["model.optimizer.lr=0.001", "method.margin=2.0"], "has nothing to search"),
     (["hydra.sweep.subdir=trials"], "does not hold the job number"),
