@@ -21,6 +21,8 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import configure_log, setup_globals
 
+from mchad.files import atomic_write
+
 ERROR_FILE = "error.txt"
 RETURN_FILE = "job_return.json"
 
@@ -40,9 +42,8 @@ def main() -> int:
         log.error("run %s failed: %s (traceback in %s)", run_dir, error, run_dir / ERROR_FILE)
         return 1
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".{RETURN_FILE}.tmp"
-    tmp.write_text(json.dumps(job_return(result), default=lambda v: v.item() if hasattr(v, "item") else str(v)))
-    tmp.replace(run_dir / RETURN_FILE)
+    returned = json.dumps(job_return(result), default=lambda v: v.item() if hasattr(v, "item") else str(v))
+    atomic_write(run_dir / RETURN_FILE, returned)
     return 0
 
 

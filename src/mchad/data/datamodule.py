@@ -199,7 +199,15 @@ def folder_testsets(folders: Sequence[str]) -> list[dict]:
 
 
 def split_sizes(n: int, val_size: float | int) -> int:
-    """Number of validation samples: a fraction of ``n`` (0 < val_size < 1) or a count (>= 1)."""
+    """Number of validation samples: a fraction of ``n`` (0 < val_size < 1) or a whole count (an int >= 1).
+
+    A float >= 1 is neither (1.0 would hold out one image, not all of them) and is refused.
+    """
+    if isinstance(val_size, float) and val_size >= 1:
+        raise ConfigError(
+            f"data.val_size={val_size} is not a fraction in (0, 1): give a fraction, e.g. data.val_size=0.1, "
+            "or a whole number of images, e.g. data.val_size=5000"
+        )
     n_val = round(val_size * n) if val_size < 1 else int(val_size)
     if not 0 < n_val < n:
         raise ConfigError(
