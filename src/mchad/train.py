@@ -47,10 +47,15 @@ from mchad.schema import validate_config
 
 log = logging.getLogger(__name__)
 
-# noise in every run that tells a researcher nothing: adverts printed by every Trainer, and a
-# deprecation inside Lightning's own pytree code
-logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda record: "💡 Tip" not in record.getMessage())
+# noise in every run that tells a researcher nothing: adverts printed by every Trainer, its list of
+# accelerators found (the device used is in provenance.json), a deprecation inside Lightning's own
+# pytree code, and, on every resume, that the checkpoint folder it resumes from is not empty
+TRAINER_NOISE = ("💡 Tip", "GPU available: ", "TPU available: ", "HPU available: ")
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+    lambda record: not any(noise in record.getMessage() for noise in TRAINER_NOISE)
+)
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 RESULTS_FILE = "results.csv"
 RESOLVED_CONFIG_FILE = "config.yaml"
