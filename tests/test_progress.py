@@ -16,7 +16,12 @@ from mchad.progress import LogProgress, duration, progress_bar
 from mchad.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-SHORT = ["experiment=quickstart", "trainer.max_epochs=3", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]
+SHORT = [
+    "experiment=quickstart",
+    "trainer.max_epochs=3",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+]
 EPOCH_LINE = re.compile(
     r"epoch (\d+)/(\d+) · step (\d+) · loss \d+\.\d{3} · val acc [01]\.\d{3} · [\d,]+ img/s · eta \S+$"
 )
