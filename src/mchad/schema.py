@@ -262,6 +262,7 @@ class RunConfig(Node):
     test: bool = True
     ckpt_path: str | None = None
     test_checkpoint: Literal["best", "current"] = "best"
+    debug: Text | None = None  # the debug group's option: marks the results (results.csv's debug column)
     paths: dict[str, Text | None]  # paths.outliers may be null (download)
     model: ModelConfig
     data: DataConfig

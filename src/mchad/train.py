@@ -225,6 +225,7 @@ def result_rows(run: Run, rows: list[dict], epochs: int) -> list[dict]:
         "dataset": run.cfg.data.name,
         "seed": run.cfg.seed,
         "epochs": epochs,
+        "debug": run.cfg.get("debug") or "",
         "run_dir": str(run.run_dir),
     }
     return [{**meta, **row} for row in rows]
