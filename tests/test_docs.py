@@ -119,8 +119,8 @@ def commands() -> list[Command]:
             found += [parse(name, number, span) for span in re.findall(r"`([^`\n]+)`", line)]
     # the same command on many pages is checked once, where it is shown first
     unique = {}
-    for command in sorted((c for c in found if c is not None), key=lambda c: (c.page, c.line)):
-        unique.setdefault((command.program, command.args), command)
+    for shown in sorted((c for c in found if c is not None), key=lambda c: (c.page, c.line)):
+        unique.setdefault((shown.program, shown.args), shown)
     return list(unique.values())
 
 
