@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 
 from mchad.cli.launch import launch
 from mchad.config import compose
+from mchad.errors import command
 from mchad.train import train
 
 optuna = pytest.importorskip("optuna")
@@ -232,7 +233,8 @@ def test_trials_are_numbered_on_across_invocations_and_failures_count(tmp_path):
         "hparams_search=quickstart",
         f"method.margin={study.trials[3].params['method.margin']!r}",
     ]
-    assert "python run.py experiment=quickstart method.margin=" in (tmp_path / "best_params.yaml").read_text()
+    # the command the user ran: mchad-train here (pytest); python run.py from a checkout (test above)
+    assert f"{command('train')} experiment=quickstart method.margin=" in (tmp_path / "best_params.yaml").read_text()
 
 
 def bare_sweeper(study_name: str) -> MchadOptunaSweeper:

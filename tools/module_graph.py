@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("config", ("config", "schema")),
     ("data", ("data",)),
     ("model", ("nn", "methods")),
-    ("training loop", ("module", "visualize")),
+    ("training loop", ("module", "progress", "visualize")),
     ("evaluation", ("evaluation",)),
     ("runs and results", ("train", "rundir", "loggers")),
     ("report", ("report",)),

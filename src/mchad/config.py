@@ -13,7 +13,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from mchad.errors import ConfigError
+from mchad.errors import ConfigError, command
 
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 """The project's config tree; shipped inside the package, so an installed copy runs from any directory
@@ -61,7 +61,7 @@ def check_overrides(overrides: Sequence[str], config_dirs: Sequence[Path] = ()) 
 def compose(
     overrides: Sequence[str] = (), output_dir: str | Path | None = None, config_dirs: Sequence[Path] = ()
 ) -> DictConfig:
-    """Compose the project config as ``run.py`` would, with the ``hydra:`` resolvers working.
+    """Compose the project config as ``mchad-train`` would, with the ``hydra:`` resolvers working.
 
     Args:
         overrides: command-line style overrides, e.g. ``["experiment=quickstart", "seed=3"]``.
@@ -86,7 +86,7 @@ def compose(
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         hint = next((line for line in lines if line.startswith("To append")), "")
         raise ConfigError(
-            f"{lines[0].rstrip('.')}: check the key's spelling ({hint or 'python run.py --cfg job prints every key'})"
+            f"{lines[0].rstrip('.')}: check the key's spelling ({hint or command('train') + ' --cfg job prints every key'})"
         ) from None
     with open_dict(cfg):
         cfg.hydra.runtime.cwd = str(Path.cwd())

@@ -231,6 +231,7 @@ class RunConfig(Node):
     test_checkpoint: Literal["best", "current"] = Field(
         "best", description="best: the best validation accuracy, current: the last weights"
     )
+    debug: Text | None = None  # the debug group's option: marks the results (results.csv's debug column)
     paths: dict[str, Text | None] = Field(description="give a directory, e.g. {key}=/data/mchad")  # outliers: null
     model: ModelConfig
     data: DataConfig

@@ -44,7 +44,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from mchad import rundir
-from mchad.errors import ConfigError
+from mchad.errors import ConfigError, command
 from mchad.files import atomic_write
 
 DB_FILE = "optuna.db"
@@ -313,7 +313,7 @@ def check_search_space(cfg: DictConfig, arguments: Sequence[str], config_dirs: S
             raise ConfigError(
                 f"the search space {spec} names {name}, which is not a key of this config (method "
                 f"{OmegaConf.select(cfg, 'method.name')}): pick the search of the experiment's method, "
-                "hparams_search=<method>, or check the key's spelling (python run.py --cfg job prints every key)"
+                f"hparams_search=<method>, or check the key's spelling ({command('train')} --cfg job prints every key)"
             )
         for value in probes(dist):
             probe = copy.deepcopy(cfg)
@@ -380,18 +380,19 @@ def write_best_params(path: Path, best: Any, config: DictConfig, settings: Any, 
     experiment = OmegaConf.select(config, "hydra.runtime.choices.experiment")
     if experiment and not any(o.startswith("experiment=") for o in base):
         base.insert(0, f"experiment={experiment}")
-    command = " ".join(shlex.quote(o) for o in overrides)
+    exact = " ".join(shlex.quote(o) for o in overrides)
     tuned = " ".join(shlex.quote(o) for o in base)
+    train = command("train")
     header = [
         f"Best trial of the hyperparameter search {settings.study_name} ({storage}, {counts}):",
         f"trial {best.number}, {settings.objective} = {best.value!r} ({settings.direction}), on validation sets only.",
         "",
         "Run the best trial again, exactly as it ran (a single run, tested on the test sets once):",
-        f"  python run.py {command}",
+        f"  {train} {exact}",
         "The experiment with the tuned values (the search config's own settings, e.g. shorter training, left out):",
-        f"  python run.py {tuned}",
+        f"  {train} {tuned}",
         "Over seeds, for the tables:",
-        f"  python run.py -m {tuned} seed=1,2,3,4,5,6",
+        f"  {train} -m {tuned} seed=1,2,3,4,5,6",
     ]
     data = {
         "study_name": str(settings.study_name),

@@ -3,7 +3,7 @@
     mchad-data prepare experiment=cifar10-gmchad [experiment=svhn-mchad ...] [OVERRIDE ...]
     mchad-data verify [experiment=cifar10-gmchad | data=cifar100 ...] [OVERRIDE ...]
 
-Each ``experiment=`` argument composes one config (as ``run.py`` would, with the other
+Each ``experiment=`` argument composes one config (as ``mchad-train`` would, with the other
 overrides, e.g. ``paths.data_dir=/data``, applied to all of them; without any, the default
 config); every data set it names (ID train and test, outliers, validation noise, OOD test
 sets) is fetched, checked and decoded into the cache, one line per data set. Runs started
@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mchad.cli.launch import fail
-from mchad.errors import ConfigError
+from mchad.errors import ConfigError, command
 
 PROG = "mchad-data"
 
@@ -52,7 +52,7 @@ examples:
 """
 
 PREPARE_EXAMPLES = f"""\
-Each experiment=NAME composes one config, as run.py would; the other overrides apply to
+Each experiment=NAME composes one config, as {command("train")} would; the other overrides apply to
 all of them. Without experiment=, the default config is prepared. Every config is checked
 before anything is downloaded. Exit status: 0 when every data set is ready, 2 for bad
 input or when a data set could not be prepared (each failure has its own line).
@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides",
         nargs="*",
         metavar="OVERRIDE",
-        help="experiment=NAME (repeatable: one config each) or any run.py override, e.g. paths.data_dir=/data",
+        help=f"experiment=NAME (repeatable: one config each) or any {command('train')} override, e.g. "
+        "paths.data_dir=/data",
     )
     verify_parser = commands.add_parser(
         "verify",

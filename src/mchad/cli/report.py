@@ -4,7 +4,8 @@ Writes into OUT:
 
 - ``summary.csv``, ``summary.md``: the paper's table, one row per (dataset, method, score), mean and
   std over runs of each run's mean over its OOD test sets, in percent (see mchad.report.tables);
-  summary.md also lists the incomplete and failed runs, which are never averaged;
+  summary.md also lists the incomplete and failed runs, which are never averaged, and the smoke
+  tests (``debug=...`` runs), averaged only with ``--include-debug``;
 - ``per_ood/<dataset>.md``: the same for each OOD test set;
 - ``auroc_<dataset>.png``: a box plot of the per-run AUROC of each (method, score);
 - ``summary.tex`` with ``--latex``: the table as a booktabs tabular;
@@ -51,7 +52,7 @@ import pandas as pd
 from mchad.cli.launch import fail
 from mchad.errors import ConfigError
 from mchad.report.plots import auroc_boxplot
-from mchad.report.runs import COMPLETE, FAILED, INCOMPLETE, find_runs, group_by_code_version, read_runs
+from mchad.report.runs import COMPLETE, DEBUG, FAILED, INCOMPLETE, find_runs, group_by_code_version, read_runs
 from mchad.report.tables import per_ood, select_headline, summarize, to_latex, to_markdown
 from mchad.visualize import FRAME_PATTERN, frames_to_gif
 
@@ -77,7 +78,7 @@ examples:
 
 
 def _not_averaged(runs: pd.DataFrame) -> list[str]:
-    """One line per incomplete or failed run: status, directory and why."""
+    """One line per incomplete, failed or smoke-test (debug) run: status, directory and why."""
     others = runs[runs["status"] != COMPLETE]
     return [f"{row.status}: {row.run_dir} ({row.detail})" for row in others.itertuples()]
 
@@ -185,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
         "a critical-difference diagram and per-seed points (needs the stats extra; docs/statistics.md)",
     )
     parser.add_argument(
+        "--include-debug",
+        action="store_true",
+        help="also average the runs made with debug=fdr|limit|overfit (a few batches: left out by default)",
+    )
+    parser.add_argument(
         "--score",
         action="append",
         default=[],
@@ -200,9 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.out.exists() and not args.out.is_dir():
             raise ConfigError(f"--out {args.out} is a file: pass a folder for the report files, e.g. --out report/")
-        runs = find_runs(args.dirs)
+        runs = find_runs(args.dirs, include_debug=args.include_debug)
         counts = runs["status"].value_counts()
-        print(", ".join(f"{counts.get(status, 0)} {status}" for status in (COMPLETE, INCOMPLETE, FAILED)) + " runs")
+        statuses = (COMPLETE, INCOMPLETE, FAILED, *([DEBUG] if counts.get(DEBUG) else []))
+        print(", ".join(f"{counts.get(status, 0)} {status}" for status in statuses) + " runs")
         for line in _not_averaged(runs):
             print(f"  not averaged, {line}")
         results = read_runs(runs)

@@ -34,10 +34,15 @@ RESULT_COLUMNS = (
     "n_id",
     "n_ood",
     "epochs",
+    "debug",
     "run_dir",
 )
+"""``debug``: the ``debug=`` option of a smoke-test run (``fdr``, ``limit``, ``overfit``), empty for a real one."""
 
-_TEXT_COLUMNS = ("experiment", "method", "dataset", "ood_dataset", "group", "score", "run_dir")
+LATER_COLUMNS = {"debug": ""}
+"""Columns added after results.csv files were first written, with the value a file without them reads as."""
+
+_TEXT_COLUMNS = ("experiment", "method", "dataset", "ood_dataset", "group", "score", "debug", "run_dir")
 _PERCENT_COLUMNS = ("Accuracy", *METRIC_NAMES)
 
 
@@ -79,11 +84,14 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"results file {path} does not exist: run the experiment first or fix the path")
     frame = pd.read_csv(path, dtype={column: str for column in _TEXT_COLUMNS}, float_precision="round_trip")
-    missing = [column for column in RESULT_COLUMNS if column not in frame.columns]
+    missing = [column for column in RESULT_COLUMNS if column not in frame.columns and column not in LATER_COLUMNS]
     if missing:
         raise ValueError(
             f"{path} lacks the column {missing[0]!r}: it was not written by mchad.evaluation.write_results"
         )
+    for column, value in LATER_COLUMNS.items():
+        if column not in frame.columns:
+            frame.insert(RESULT_COLUMNS.index(column), column, value)
     frame[list(_TEXT_COLUMNS)] = frame[list(_TEXT_COLUMNS)].fillna("")
     return frame
 
