@@ -251,6 +251,22 @@ class TrainerConfig(Node):
     benchmark: bool = False
 
 
+class PartialTarget(BaseModel):
+    """A Hydra partial: the code calls it with the arguments it supplies (a detector's model, head)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    target: Text = Field(alias="_target_")
+    partial: Literal[True] = Field(alias="_partial_")
+
+
+class DetectorConfig(Node):
+    """One ``config/detectors/<name>.yaml`` (:mod:`mchad.evaluation.detectors`)."""
+
+    detector: PartialTarget
+    input: Literal["logits", "features", "embedding", "feature_maps", "inputs"]
+    search: dict[Text, Annotated[list[Any], Field(min_length=1)]] = {}
+
+
 class RunConfig(Node):
     """The top level. ``method`` and ``model.backbone`` get their own schemas (:func:`arguments_schema`)."""
 
@@ -271,6 +287,11 @@ class RunConfig(Node):
     method: dict[str, Any]
     logger: dict[str, Target] | None = None
     callbacks: dict[str, Target] | None = None
+    # post-hoc detectors; runs saved before they existed have none of these keys
+    detectors: dict[Text, DetectorConfig] | None = None
+    detectors_select: Literal["fixed", "val"] = "fixed"
+    detectors_fit_samples: PositiveInt | None = None
+    detectors_all: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,6 +456,10 @@ FIXES: dict[str, str] = {
     "testsets.root": "give the folder of a local copy, or root: null",
     "testsets.group": "use near, far or '' as the group",
     "testsets.label": "give the set a label for results.csv, or leave the label out",
+    "detectors_select": "use detectors_select=fixed (the yaml's hyperparameters) or val (picked by validation AUROC)",
+    "detectors_fit_samples": "give a number of training images >= 1, or null for the whole split",
+    "detectors_all": "use detectors=all rather than setting detectors_all",
+    "detectors.*": "keep the layout of config/detectors/*.yaml: detector (a _partial_ _target_), input, search",
     "trainer.accelerator": "use trainer=cpu, trainer=gpu or trainer.accelerator=auto",
     "trainer.devices": "use trainer.devices=1, -1 (all), auto, or a list of device indices, e.g. trainer.devices=[0,1]",
     "trainer.strategy": "name a Lightning strategy, e.g. trainer.strategy=auto (or trainer=ddp)",
