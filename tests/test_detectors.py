@@ -3,10 +3,12 @@ AUROC rows against scikit-learn, applicability, config and command-line behaviou
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import TINY
@@ -30,8 +32,10 @@ from sklearn.metrics import roc_auc_score
 
 from mchad.config import CONFIG_DIR, compose, options
 from mchad.data.augment import BatchAugment
+from mchad.data.datamodule import OODDataModule
 from mchad.errors import ConfigError
 from mchad.evaluation.detectors import (
+    SELECTION_FILE,
     DetectorBank,
     DetectorSpec,
     check_detectors,
@@ -43,7 +47,7 @@ from mchad.methods.mchad import MCHAD
 from mchad.methods.softmax import Softmax
 from mchad.module import OODModule
 from mchad.nn.wrn import WideResNet
-from mchad.train import build_run
+from mchad.train import build_run, evaluate_checkpoint, train
 
 N_CLASSES = 6
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
@@ -217,3 +221,58 @@ def test_every_detector_yaml_is_in_the_package():
     assert sorted(p.stem for p in (Path(CONFIG_DIR) / "detectors").glob("*.yaml")) == DETECTORS
     assert {"msp", "maxlogit", "energy", "entropy", "gen", "mahalanobis", "rmd", "knn", "vim", "dice", "react",
             "ash", "scale", "odin"} <= set(DETECTORS)  # fmt: skip
+
+
+def test_every_detector_is_in_the_docs_table():
+    table = (Path(__file__).resolve().parents[1] / "docs" / "detectors.md").read_text()
+    assert [name for name in DETECTORS if f"| `{name}` |" not in table] == []
+
+
+@pytest.fixture(scope="module")
+def detector_run(tmp_path_factory):
+    """A tiny softmax quickstart run with four detectors, one of them a gradient detector."""
+    tmp = tmp_path_factory.mktemp("detectors")
+    run_dir = tmp / "run"
+    overrides = ["experiment=quickstart", *TINY, "method=softmax", "method.n_embedding=6", "logger=none",
+                 f"paths.data_dir={tmp / 'data'}", "detectors=[knn,mahalanobis,ash,odin,msp]",
+                 "detectors.knn.detector.k=5", "detectors_fit_samples=64"]  # fmt: skip
+    rows = train(compose(overrides, output_dir=run_dir), run_dir)
+    return tmp, run_dir, pd.DataFrame(rows)
+
+
+def test_rows_per_detector_and_ood_set(detector_run):
+    _, run_dir, rows = detector_run
+    assert set(rows.score) == {"msp", "maxlogit", "energy", "knn", "mahalanobis", "ash", "odin"}
+    assert rows.groupby("ood_dataset").score.apply(list).map(len).eq(7).all()
+    assert list(rows.ood_dataset) == sorted(rows.ood_dataset, key=["digits-ood", "gaussian", "uniform"].index)
+    for _, group in rows.groupby("ood_dataset"):  # odin's own pass reads the same batches as the test pass
+        assert group.n_id.nunique() == 1 and group.n_ood.nunique() == 1 and group.Accuracy.nunique() == 1
+    assert len(list((run_dir / "detectors").glob("fit-*.pt"))) == 1
+
+
+def test_eval_reuses_the_fit_representations(detector_run, monkeypatch):
+    tmp, run_dir, rows = detector_run
+    monkeypatch.setattr(OODDataModule, "id_train_split", lambda *a, **k: pytest.fail("no second training pass"))
+    eval_dir = tmp / "eval"
+    cfg = compose([f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", "logger=none",
+                   "detectors=[mahalanobis,knn]", "detectors.knn.detector.k=5"], output_dir=eval_dir)  # fmt: skip
+    evaluated = pd.DataFrame(evaluate_checkpoint(cfg, eval_dir))
+    columns = ["ood_dataset", "score", "AUROC", "AUPR-IN", "AUPR-OUT", "FPR95", "n_id", "n_ood"]
+    trained = rows[rows.score.isin(evaluated.score)][columns]
+    pd.testing.assert_frame_equal(*(f.sort_values(["ood_dataset", "score"]).reset_index(drop=True)
+                                    for f in (evaluated[columns], trained)))  # fmt: skip
+
+
+def test_select_on_validation_records_the_choice(detector_run):
+    tmp, run_dir, _ = detector_run
+    eval_dir = tmp / "select"
+    cfg = compose([f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", "logger=none", "detectors=[knn,react]",
+                   "detectors_select=val", "detectors.knn.search={k:[1,3,100]}"], output_dir=eval_dir)  # fmt: skip
+    evaluate_checkpoint(cfg, eval_dir)
+    record = json.loads((eval_dir / SELECTION_FILE).read_text())
+    for name, sizes in (("knn", 2), ("react", 4)):  # k=100 exceeds the 64 fitting images: left out
+        entry = record["detectors"][name]
+        assert len(entry["candidates"]) == sizes
+        best = max(entry["candidates"], key=lambda c: c["AUROC"])
+        assert entry["values"] == best["values"] and entry["AUROC"] == best["AUROC"]
+    assert record["n_val_id"] > 0 and record["n_val_ood"] > 0
