@@ -3,6 +3,7 @@ AUROC rows against scikit-learn, applicability, config and command-line behaviou
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -54,6 +55,7 @@ MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
 DETECTORS = options("detectors")
 
 
+@functools.cache
 def all_specs() -> dict[str, DetectorSpec]:
     """Every detector of config/detectors as the project composes it (odin's norm_std is data.std)."""
     cfg = compose(["experiment=quickstart", "detectors=all", f"data.std=[{','.join(map(str, STD))}]"])
