@@ -265,6 +265,7 @@ def test_eval_reuses_the_fit_representations(detector_run, monkeypatch):
                                     for f in (evaluated[columns], trained)))  # fmt: skip
 
 
+@pytest.mark.slow
 def test_select_on_validation_records_the_choice(detector_run):
     tmp, run_dir, _ = detector_run
     eval_dir = tmp / "select"

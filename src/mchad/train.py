@@ -350,6 +350,7 @@ def prepare_detectors(run: Run, ckpt_path: str | None) -> DetectorBank | None:
         select=run.cfg.get("detectors_select") or "fixed",
         cache_dir=trained_in / CACHE_FOLDER,
         run_dir=run.run_dir,
+        precision=resolve_precision(run.cfg.trainer),
     )
     run.module.detectors = bank
     return bank

@@ -49,6 +49,7 @@ validation sets for every candidate; the choice and every candidate's AUROC go t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import inspect
@@ -326,16 +327,22 @@ class DetectorBank:
         return z, {d.spec.name: d.score(reps) for d in self.forward}
 
     def score_loaders(
-        self, module: nn.Module, loaders: Sequence, device: torch.device, batches: Sequence[float] | None = None
+        self,
+        module: nn.Module,
+        loaders: Sequence,
+        device: torch.device,
+        batches: Sequence[float] | None = None,
+        precision: str = "32-true",
     ) -> list[dict[str, Tensor]]:
-        """Every detector's scores of every loader's images (the first ``batches[i]`` batches of loader i)."""
+        """Every detector's scores of every loader's images (the first ``batches[i]`` batches of loader i); the
+        forward-only detectors at ``precision`` (as in the test pass), gradient detectors in float32."""
         module.eval().to(device)
         results = []
         for index, loader in enumerate(loaders):
             chunks: dict[str, list[Tensor]] = {}
             for x, _ in itertools.islice(loader, None if batches is None else int(batches[index])):
                 x = module.augment(x.to(device), train=False)
-                with torch.no_grad():
+                with torch.no_grad(), autocast(device, precision):
                     scores = self.score_batch(module.backbone, module.method, x)[1] if self.forward else {}
                 scores |= {d.spec.name: d.detector.predict(x).detach() for d in self.gradient}
                 for name, value in scores.items():
@@ -400,12 +407,12 @@ def save_atomically(value: Any, path: Path) -> None:
 
 @torch.no_grad()
 def training_representations(
-    module: nn.Module, datamodule: Any, limit: int | None, cache_dir: Path, device: torch.device
+    module: nn.Module, datamodule: Any, limit: int | None, cache_dir: Path, device: torch.device, precision: str
 ) -> dict[str, Tensor]:
     """Features, embeddings (and logits) of the un-augmented ID training split, with ``labels``: one
-    forward pass, cached in ``cache_dir`` under the weights and the split."""
+    forward pass at the test pass's ``precision``, cached in ``cache_dir`` under the weights and the split."""
     split = {"dataset": datamodule.dataset, "root": datamodule.root, "seed": datamodule.seed,
-             "val_size": datamodule.val_size, "limit": limit}  # fmt: skip
+             "val_size": datamodule.val_size, "limit": limit, "precision": precision}  # fmt: skip
     path = cache_dir / f"fit-{weights_key(module, split)}.pt"
     if path.is_file():
         log.info("detectors: reusing the training-split representations in %s", path)
@@ -416,12 +423,22 @@ def training_representations(
     module.eval().to(device)
     chunks: dict[str, list[Tensor]] = {}
     for x, y in datamodule.eval_loader(images):
-        _, reps = representations(module.backbone, module.method, module.augment(x.to(device), train=False), needs)
+        with autocast(device, precision):
+            _, reps = representations(module.backbone, module.method, module.augment(x.to(device), train=False), needs)
         for name, value in {**reps, "labels": y}.items():
             chunks.setdefault(name, []).append(value.cpu())
     result = {name: torch.cat(values) for name, values in chunks.items()}
-    save_atomically(result, path)
+    try:
+        save_atomically(result, path)
+    except OSError as error:  # e.g. someone else's read-only run directory: evaluating does not need the copy
+        log.warning("detectors: could not keep the representations in %s (%s)", path, error.strerror)
     return result
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast of Lightning's ``*-mixed`` precisions, so that the detectors see the test pass's numbers."""
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 def fitted(
@@ -447,7 +464,13 @@ def label(spec: DetectorSpec, values: Mapping[str, Any]) -> str:
 
 
 def select_on_validation(
-    specs: Sequence[DetectorSpec], module: nn.Module, datamodule: Any, train: Mapping[str, Tensor], device, record: Path
+    specs: Sequence[DetectorSpec],
+    module: nn.Module,
+    datamodule: Any,
+    train: Mapping[str, Tensor],
+    device: torch.device,
+    precision: str,
+    record: Path,
 ) -> list[DetectorSpec]:
     """Each spec with the values of its search grid that score the highest validation AUROC (ID validation
     split vs. validation outliers); every candidate's AUROC is written to ``record`` (JSON)."""
@@ -464,7 +487,8 @@ def select_on_validation(
             except ConfigError as error:
                 log.info("detectors_select=val: leaving out %s: %s", variant.name, error)
     log.info("detectors_select=val: %d candidates on the validation sets", len(variants))
-    val_id, val_ood = DetectorBank(variants).score_loaders(module, datamodule.val_dataloader(), device)
+    loaders = datamodule.val_dataloader()
+    val_id, val_ood = DetectorBank(variants).score_loaders(module, loaders, device, precision=precision)
     chosen: dict[str, dict[str, Any]] = {}
     for variant, (spec, values) in zip(variants, owners):
         auroc = ood_metrics(val_id[variant.spec.name], val_ood[variant.spec.name])["AUROC"]
@@ -489,11 +513,16 @@ def build_bank(
     select: str,
     cache_dir: Path,
     run_dir: Path,
+    precision: str = "32-true",
 ) -> DetectorBank:
     """Fit the detectors on the module's current weights (choosing hyperparameters first with ``select="val"``)."""
     device = torch.device(device)
     needs_training = any(spec.detector_class().requires_fit for spec in specs)
-    train = training_representations(module, datamodule, fit_samples, cache_dir, device) if needs_training else {}
+    train = (
+        training_representations(module, datamodule, fit_samples, cache_dir, device, precision)
+        if needs_training
+        else {}
+    )
     if select == "val":
-        specs = select_on_validation(specs, module, datamodule, train, device, run_dir / SELECTION_FILE)
+        specs = select_on_validation(specs, module, datamodule, train, device, precision, run_dir / SELECTION_FILE)
     return DetectorBank(fitted(specs, module, train, device))
