@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import TINY
+from omegaconf import OmegaConf
 from pytorch_ood.detector import (
     ASH,
     DICE,
@@ -253,10 +255,18 @@ def test_rows_per_detector_and_ood_set(detector_run):
 
 
 def test_eval_reuses_the_fit_representations(detector_run, monkeypatch):
+    """On a run whose config.yaml predates detectors (no detector keys), with the kept representations."""
     tmp, run_dir, rows = detector_run
+    old_run = tmp / "old-run"
+    for part in ("checkpoints", "detectors"):
+        shutil.copytree(run_dir / part, old_run / part)
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    for key in ("detectors", "detectors_select", "detectors_fit_samples", "detectors_all"):
+        saved.pop(key)
+    OmegaConf.save(saved, old_run / "config.yaml")
     monkeypatch.setattr(OODDataModule, "id_train_split", lambda *a, **k: pytest.fail("no second training pass"))
     eval_dir = tmp / "eval"
-    cfg = compose([f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", "logger=none",
+    cfg = compose([f"ckpt_path={old_run / 'checkpoints' / 'best.ckpt'}", "logger=none", "detectors_fit_samples=64",
                    "detectors=[mahalanobis,knn]", "detectors.knn.detector.k=5"], output_dir=eval_dir)  # fmt: skip
     evaluated = pd.DataFrame(evaluate_checkpoint(cfg, eval_dir))
     columns = ["ood_dataset", "score", "AUROC", "AUPR-IN", "AUPR-OUT", "FPR95", "n_id", "n_ood"]
