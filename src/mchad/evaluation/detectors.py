@@ -75,9 +75,6 @@ from mchad.methods.method import Method
 
 log = logging.getLogger(__name__)
 
-INPUTS = ("logits", "features", "embedding", "feature_maps", "inputs")
-"""What a detector may consume (the ``input`` of its yaml)."""
-
 INSTALL_HINT = "pip install 'mchad[detectors]'"
 SELECTION_FILE = "detectors_selection.json"
 CACHE_FOLDER = "detectors"
@@ -165,8 +162,6 @@ def why_not(spec: DetectorSpec, cls: type, method_name: str, method: Method, bac
         missing = [name for name in ("feature_maps", "fc") if not hasattr(backbone, name)]
         if missing:
             return f"the backbone {type(backbone).__name__} has no {' and no '.join(missing)} (see mchad.nn.wrn)"
-    if spec.input == "feature_maps" and cls.requires_fit:
-        return "fitting on feature maps would hold them for the whole training split: use input: features"
     return None
 
 
@@ -181,7 +176,13 @@ def check_spec(spec: DetectorSpec) -> type:
             f"detectors.{spec.name}.input={spec.input} does not fit {cls.__name__}, which consumes {kind}: "
             f"use input: {' or '.join(accepted)}"
         )
-    unknown = [k for k in (*spec.search, *spec.hyperparameters) if k not in parameters(cls)]
+    if spec.input == "feature_maps" and cls.requires_fit:
+        raise ConfigError(
+            f"detectors.{spec.name}.input=feature_maps: {cls.__name__} fits, and fitting on feature maps would hold "
+            "them for the whole training split: use input: features"
+        )
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters(cls).values())  # KNN passes **kwargs to scikit-learn
+    unknown = [k for k in (*spec.search, *spec.hyperparameters) if k not in parameters(cls) and not takes_any]
     if unknown:
         raise ConfigError(
             f"detectors.{spec.name} names {unknown[0]}, which {cls.__name__} does not take: use its arguments "
