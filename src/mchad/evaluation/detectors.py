@@ -181,12 +181,14 @@ def check_spec(spec: DetectorSpec) -> type:
             f"detectors.{spec.name}.input=feature_maps: {cls.__name__} fits, and fitting on feature maps would hold "
             "them for the whole training split: use input: features"
         )
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters(cls).values())  # KNN passes **kwargs to scikit-learn
-    unknown = [k for k in (*spec.search, *spec.hyperparameters) if k not in parameters(cls) and not takes_any]
+    # named arguments only: what a class passes on in **kwargs (KNN to scikit-learn) would fail only when the
+    # detector is built, after training
+    named = [n for n, p in parameters(cls).items() if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    unknown = [k for k in (*spec.search, *spec.hyperparameters) if k not in named]
     if unknown:
         raise ConfigError(
             f"detectors.{spec.name} names {unknown[0]}, which {cls.__name__} does not take: use its arguments "
-            f"({', '.join(p for p in parameters(cls) if p != 'self')})"
+            f"({', '.join(named)})"
         )
     return cls
 
