@@ -41,6 +41,26 @@ def options(group: str, config_dirs: Sequence[Path] = ()) -> list[str]:
     )
 
 
+ALL_DETECTORS = "all"
+"""``detectors=all``: every option of ``config/detectors`` (and of ``--config-dir``) that applies to the method."""
+
+
+def expand_detectors(overrides: Sequence[str], config_dirs: Sequence[Path] = ()) -> list[str]:
+    """``detectors=all`` as the list of every detector option, plus ``detectors_all=true``, which makes
+    the run skip the detectors that do not apply to its method instead of refusing them.
+
+    The list is read from the config folders here, at the command line, so that
+    ``detectors.knn.detector.k=10`` beside ``detectors=all`` overrides a key Hydra composed.
+    """
+    expanded = []
+    for override in overrides:
+        if override.lstrip("+") == f"detectors={ALL_DETECTORS}":
+            expanded += [f"detectors=[{','.join(options('detectors', config_dirs))}]", "detectors_all=true"]
+        else:
+            expanded.append(override)
+    return expanded
+
+
 def check_overrides(overrides: Sequence[str], config_dirs: Sequence[Path] = ()) -> None:
     """Raise a one-line :class:`ConfigError` for an override that names an unknown group option.
 
@@ -51,8 +71,10 @@ def check_overrides(overrides: Sequence[str], config_dirs: Sequence[Path] = ()) 
         key = key.lstrip("+~")
         if not sep or key not in groups(config_dirs) or value in ("", "null"):
             continue
-        choices = value.removeprefix("choice(").removesuffix(")").split(",")
-        known = options(key, config_dirs)
+        if value.startswith("[") and value.endswith("]"):  # several options of one group: detectors=[knn,vim]
+            value = value[1:-1]
+        choices = [c for c in value.removeprefix("choice(").removesuffix(")").split(",") if c.strip()]
+        known = options(key, config_dirs) + ([ALL_DETECTORS] if key == "detectors" else [])
         for choice in (c.strip() for c in choices):
             if choice not in known:
                 raise ConfigError(f"unknown {key} '{choice}': choose one of {', '.join(known)}")
@@ -71,6 +93,7 @@ def compose(
     Raises:
         ConfigError: one line for an unknown group option, key or malformed value.
     """
+    overrides = expand_detectors(overrides, config_dirs)
     check_overrides(overrides, config_dirs)
     # the command line's own hydra.searchpath, if any, is among config_dirs already
     overrides = [o for o in overrides if not o.startswith("hydra.searchpath=")]

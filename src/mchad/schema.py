@@ -216,6 +216,22 @@ class TestSet(Node):
     label: Text | None = Field(None, description="give the set a label for results.csv, or leave the label out")
 
 
+class PartialTarget(BaseModel):
+    """A Hydra partial: the code calls it with the arguments it supplies (a detector's model, head)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    target: Text = Field(alias="_target_")
+    partial: Literal[True] = Field(alias="_partial_")
+
+
+class DetectorConfig(Node):
+    """One ``config/detectors/<name>.yaml`` (:mod:`mchad.evaluation.detectors`)."""
+
+    detector: PartialTarget
+    input: Literal["logits", "features", "embedding", "feature_maps", "inputs"]
+    search: dict[Text, Annotated[list[Any], Field(min_length=1)]] = {}
+
+
 class RunConfig(Node):
     """The top level. ``trainer``, ``method`` and ``model.backbone`` get their own schemas (:data:`TARGET_NODES`)."""
 
@@ -241,6 +257,17 @@ class RunConfig(Node):
     method: dict[str, Any] = Field(description="pick a method with method=mchad (or another config of config/method)")
     logger: dict[str, Target] | None = Field(None, description="pick logger=default or logger=none")
     callbacks: dict[str, Target] | None = Field(None, description="pick callbacks=default or callbacks=none")
+    # post-hoc detectors; runs saved before they existed have none of these keys
+    detectors: dict[Text, DetectorConfig] | None = Field(
+        None, description="keep the layout of config/detectors/*.yaml: detector (a _partial_ _target_), input, search"
+    )
+    detectors_select: Literal["fixed", "val"] = Field(
+        "fixed", description="fixed: the yaml's hyperparameters, val: picked by validation AUROC"
+    )
+    detectors_fit_samples: PositiveInt | None = Field(
+        None, description="give a number of training images >= 1, or null for the whole split"
+    )
+    detectors_all: bool = Field(False, description="use detectors=all rather than setting detectors_all")
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import pickle
 import time
 import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from mchad import rundir
 from mchad.data.datamodule import OODDataModule
 from mchad.errors import ConfigError, command
 from mchad.evaluation.callback import OODEvaluation
+from mchad.evaluation.detectors import CACHE_FOLDER, DetectorBank, DetectorSpec, build_bank, check_detectors
 from mchad.evaluation.results import format_table, read_results, results_complete, write_results
 from mchad.loggers import check_packages, log_config, log_results
 from mchad.methods import build_method
@@ -72,6 +73,7 @@ class Run:
     method_name: str
     datamodule: OODDataModule
     module: OODModule
+    detectors: list[DetectorSpec] = field(default_factory=list)  # post-hoc detectors that apply (checked)
 
     @property
     def results_path(self) -> Path:
@@ -106,6 +108,7 @@ def build_run(cfg: DictConfig, run_dir: Path, evaluation_only: bool = False) -> 
             "choose them with outliers=tinyimages300k (or outliers=imagefolder paths.outliers=DIR), or set method.weight_oe=0"
         )
     backbone = instantiate(cfg.model.backbone)
+    detectors = check_detectors(cfg, method_name, method, backbone)  # before any image is read
     if cfg.model.pretrained_checkpoint and not evaluation_only:
         load_pretrained(backbone, cfg.model.pretrained_checkpoint)
     datamodule = OODDataModule.from_config(cfg, evaluation_only)
@@ -124,7 +127,9 @@ def build_run(cfg: DictConfig, run_dir: Path, evaluation_only: bool = False) -> 
         projector=cfg.model.projector,
         architecture=architecture(cfg, method_name),
     )
-    return Run(cfg=cfg, run_dir=run_dir, method_name=method_name, datamodule=datamodule, module=module)
+    return Run(
+        cfg=cfg, run_dir=run_dir, method_name=method_name, datamodule=datamodule, module=module, detectors=detectors
+    )
 
 
 def architecture(cfg: DictConfig, method_name: str) -> dict[str, Any]:
@@ -335,14 +340,47 @@ def test(run: Run, ckpt_path: str | None, epochs: int, loggers: list | None = No
         return []
     trainer = build_trainer(run.cfg, run.run_dir, loggers, devices=1, strategy="auto", num_nodes=1)
     run.datamodule.setup("test")
-    trainer.test(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
-    rows = result_rows(run, evaluation_rows(trainer), epochs)
+    bank = prepare_detectors(run, ckpt_path)
+    tested_ckpt = None if bank else ckpt_path  # the detectors fitted on the tested weights, already loaded
+    trainer.test(run.module, datamodule=run.datamodule, ckpt_path=tested_ckpt, verbose=False, weights_only=True)
+    rows = evaluation_rows(trainer)
+    if bank:
+        device = torch.device(device_of(run.cfg))
+        rows = bank.gradient_rows(rows, run.module, run.datamodule, device, trainer.num_test_batches)
+    rows = result_rows(run, rows, epochs)
     write_results(rows, run.results_path)
     tested = ckpt_path or run.cfg.get("ckpt_path") or (run.last_checkpoint if run.last_checkpoint.exists() else None)
     print(format_table(rows))
     log_results(trainer.loggers, rows, run.results_path, tested)  # MLflow / W&B: the results table, the checkpoint
     log.info("results written to %s", run.results_path)
     return rows
+
+
+def prepare_detectors(run: Run, ckpt_path: str | None) -> DetectorBank | None:
+    """The run's post-hoc detectors fitted on the weights to be tested (``ckpt_path``'s, loaded here, or
+    those in memory) and handed to the test step; None without detectors.
+
+    The training-split representations they fit on are cached in the directory of the run that
+    trained the weights (``<run>/detectors``), so ``mchad-eval`` of its checkpoints reuses them.
+    """
+    if not run.detectors:
+        return None
+    if ckpt_path:
+        run.module.load_state_dict(load_checkpoint(ckpt_path)["state_dict"])
+    trained_in = checkpoint_run_dir(run.cfg.ckpt_path) if run.cfg.get("ckpt_path") else run.run_dir
+    bank = build_bank(
+        run.detectors,
+        run.module,
+        run.datamodule,
+        device=device_of(run.cfg),
+        fit_samples=run.cfg.get("detectors_fit_samples"),
+        select=run.cfg.get("detectors_select") or "fixed",
+        cache_dir=trained_in / CACHE_FOLDER,
+        run_dir=run.run_dir,
+        precision=resolve_precision(run.cfg.trainer),
+    )
+    run.module.detectors = bank
+    return bank
 
 
 def best_checkpoint(trainer: pl.Trainer) -> str | None:
@@ -444,6 +482,10 @@ EVALUATION_KEYS = (
     "data.num_workers",
     "data.root",
     "data.download",
+    "detectors",
+    "detectors_select",
+    "detectors_fit_samples",
+    "detectors_all",
 )
 """What ``mchad-eval`` may change in a checkpoint's config: where and on what it is evaluated, never the model."""
 

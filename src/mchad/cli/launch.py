@@ -43,7 +43,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from mchad.cli.sweep_job import ERROR_FILE, RETURN_FILE
-from mchad.config import CONFIG_DIR, check_overrides, compose
+from mchad.config import CONFIG_DIR, check_overrides, compose, expand_detectors
 from mchad.errors import ConfigError
 from mchad.loggers import check_packages
 
@@ -90,6 +90,12 @@ def searchpath_dirs(overrides: Sequence[str]) -> list[Path]:
             entries = override.value() if isinstance(override.value(), list) else [override.value()]
             return [Path(str(e).removeprefix("file://")) for e in entries if not str(e).startswith("pkg://")]
     return []
+
+
+def command_line_config_dirs(argv: Sequence[str]) -> list[Path]:
+    """The config folders a command line adds: ``--config-dir`` and ``hydra.searchpath``."""
+    args, _ = get_args_parser().parse_known_args(list(argv))
+    return ([Path(args.config_dir)] if args.config_dir else []) + searchpath_dirs(args.overrides)
 
 
 def check_output_dir(target: Path) -> None:
@@ -149,8 +155,7 @@ def check_command_line(argv: Sequence[str]) -> None:
     args, _ = get_args_parser().parse_known_args(list(argv))
     if args.help or args.hydra_help or args.info or args.cfg or args.shell_completion:
         return
-    config_dirs = [Path(args.config_dir)] if args.config_dir else []
-    config_dirs += searchpath_dirs(args.overrides)
+    config_dirs = command_line_config_dirs(argv)
     check_overrides(args.overrides, config_dirs)  # every job's group options, not only the first's
     check_launcher_plugin(args.overrides)
     overrides = first_job_overrides(args.overrides)
@@ -186,6 +191,7 @@ def launch(
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     argv = with_overrides(argv, defaults(argv) if defaults else [])
+    argv = expand_detectors(argv, command_line_config_dirs(argv))
     os.environ["MCHAD_ROOT"] = os.getcwd()
     try:
         check_command_line(argv)
