@@ -211,8 +211,10 @@ def fill(argv: list[str], tmp: Path, made: Path | None) -> list[str]:
 
 
 def left_behind(tmp: Path) -> list[Path]:
-    """Files a failed start must not leave: anything under logs/ (results, Hydra records, logs)."""
-    return [p for p in (tmp / "logs").rglob("*") if p.is_file()]
+    """What a refused start must not leave: anything under logs/ (results, Hydra records, logs, empty
+    ``logs/runs/<name>/`` folders), the ``eval/`` folder of an evaluation, lock files under data/."""
+    made = [*(tmp / "logs").rglob("*"), *tmp.glob("**/eval"), *(tmp / "data").rglob("*.lock")]
+    return sorted(made)
 
 
 @pytest.mark.parametrize(("argv", "maker", "entry", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])

@@ -38,9 +38,9 @@ from mchad import rundir
 from mchad.data.datamodule import OODDataModule
 from mchad.errors import ConfigError
 from mchad.evaluation.callback import OODEvaluation
-from mchad.evaluation.results import format_table, read_results, results_complete, write_results
+from mchad.evaluation.results import RESULTS_FILE, format_table, read_results, results_complete, write_results
 from mchad.loggers import check_packages, log_config, log_results
-from mchad.methods import build_method
+from mchad.methods import build_method, check_outliers
 from mchad.module import OODModule
 from mchad.nn.wrn import load_pretrained
 from mchad.schema import validate_config
@@ -52,7 +52,6 @@ log = logging.getLogger(__name__)
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda record: "💡 Tip" not in record.getMessage())
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
 
-RESULTS_FILE = "results.csv"
 RESOLVED_CONFIG_FILE = "config.yaml"
 
 
@@ -93,11 +92,8 @@ def build_run(cfg: DictConfig, run_dir: Path, evaluation_only: bool = False) -> 
     validate_config(cfg)
     check_packages(OmegaConf.to_container(cfg.logger, resolve=True) if cfg.get("logger") else None)
     method_name, method = build_method(cfg.method)
-    if method.uses_outliers and not cfg.data.get("outliers") and not evaluation_only:
-        raise ConfigError(
-            f"method '{method_name}' has an outlier term (weight_oe>0) but no training outliers: "
-            "choose them with outliers=tinyimages300k (or outliers=imagefolder paths.outliers=DIR), or set method.weight_oe=0"
-        )
+    if not evaluation_only:
+        check_outliers(method_name, method, cfg.data)
     backbone = instantiate(cfg.model.backbone)
     if cfg.model.pretrained_checkpoint and not evaluation_only:
         load_pretrained(backbone, cfg.model.pretrained_checkpoint)
@@ -421,27 +417,13 @@ EVALUATION_KEYS = (
 """What ``eval.py`` may change in a run's saved config: where and on what it is evaluated, never the model."""
 
 
-def checkpoint_run_dir(ckpt_path: str | Path) -> Path:
-    """The run directory a checkpoint belongs to (``RUN/checkpoints/x.ckpt`` -> ``RUN``)."""
-    path = Path(ckpt_path).absolute()
-    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
-
-
-def eval_run_dir_override(argv: list[str]) -> list[str]:
-    """``eval.py``'s default output directory, ``<run>/eval/<time>``, unless ``hydra.run.dir`` is given."""
-    ckpt = next((a.split("=", 1)[1] for a in argv if a.startswith("ckpt_path=")), None)
-    if not ckpt or any(a.startswith("hydra.run.dir=") for a in argv):
-        return []
-    return [f"hydra.run.dir={checkpoint_run_dir(ckpt)}/eval/${{now:%Y-%m-%d_%H-%M-%S}}"]
-
-
 def saved_run_config(cfg: DictConfig, run_dir: Path) -> DictConfig | None:
     """The saved config of the run that wrote ``cfg.ckpt_path``, with ``eval.py``'s evaluation overrides.
 
     None for a checkpoint without a saved config (someone else's): then the command line
     describes the model. An override that would change the model is refused.
     """
-    saved_path = checkpoint_run_dir(cfg.ckpt_path) / RESOLVED_CONFIG_FILE
+    saved_path = rundir.checkpoint_run_dir(cfg.ckpt_path) / RESOLVED_CONFIG_FILE
     if not saved_path.is_file():
         return None
     saved = OmegaConf.load(saved_path)
