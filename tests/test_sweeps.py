@@ -213,3 +213,23 @@ def test_run_experiments_goes_on_after_a_failed_sweep_and_lists_it(tmp_path):
 def test_scripts_reject_a_bad_seed_count(tmp_path):
     result = script("run-ablation.sh", cwd=tmp_path, DRY_RUN="1", SEEDS="six")
     assert result.returncode == 2 and "SEEDS=six is not a positive integer" in result.stderr
+
+
+def test_a_finished_job_is_read_in_the_worker_unless_its_config_changed(tmp_path):
+    """What lets a re-run skip a finished job without a child process: complete results and the same fingerprint."""
+    from mchad import rundir
+    from mchad.cli.sweep import finished_results
+    from mchad.evaluation.results import RESULT_COLUMNS, RESULTS_FILE, write_results
+
+    cfg = compose(["experiment=quickstart", "seed=3"], output_dir=tmp_path)
+    row = dict.fromkeys(RESULT_COLUMNS, 0.5) | {"experiment": "quickstart", "method": "mchad", "dataset": "digits",
+           "ood_dataset": "gaussian", "group": "far", "score": "distance", "seed": 3, "n_id": 60, "n_ood": 60,
+           "epochs": 1, "run_dir": str(tmp_path)}  # fmt: skip
+    assert finished_results(cfg, tmp_path) is None  # nothing there: the child starts the run
+    rundir.check_fingerprint(tmp_path, cfg)  # what the run's first start records
+    (tmp_path / RESULTS_FILE).write_text("experiment\n")  # killed while writing: the child resumes it
+    assert finished_results(cfg, tmp_path) is None
+    write_results([row], tmp_path / RESULTS_FILE)
+    assert finished_results(cfg, tmp_path) == [row]
+    # another config in the same directory: the child refuses it, naming the keys
+    assert finished_results(compose(["experiment=quickstart", "seed=4"], output_dir=tmp_path), tmp_path) is None
