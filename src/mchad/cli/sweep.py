@@ -6,11 +6,13 @@ at once (:func:`finished_results`); any other runs in ``python -m mchad.cli.swee
 that a job that fails, or whose process dies (``kill -9``, out of memory), writes
 ``<run_dir>/error.txt`` and fails alone, whatever the launcher (basic, joblib, Ray, submitit).
 Each job reports to the sweep's journal; :class:`SweepSummary` prints from it how many of this
-invocation's jobs failed and makes the sweep exit with 1.
+invocation's jobs failed and makes the sweep exit with 1. :func:`check_launcher_plugin` is the
+pre-flight's check that a chosen launcher's plugin is installed.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -43,8 +45,6 @@ LAUNCHER_PLUGINS = {"slurm": ("hydra_plugins.hydra_submitit_launcher", "submitit
 
 
 def installed(module: str) -> bool:
-    import importlib.util
-
     try:
         return importlib.util.find_spec(module) is not None
     except ModuleNotFoundError:  # its parent package is missing
