@@ -1,7 +1,7 @@
 """Hydra's command line, read before Hydra runs: its flags, the overrides, and the jobs of a sweep.
 
 :func:`mchad.cli.launch.preflight` checks a command line with these before Hydra creates
-anything. Hydra's own parser is private (``hydra._internal``) and prints several lines for a
+anything. Hydra's own parser is not public API and prints several lines for a
 refusal; :class:`Flags` copies its documented flags and :func:`parse` uses Hydra's public
 override grammar, so that every refusal is one line naming what the user typed.
 """
@@ -32,7 +32,7 @@ def command() -> str:
 class Flags(argparse.ArgumentParser):
     """Hydra's documented command-line flags (hydra.cc/docs/advanced/hydra-command-line-flags), read before Hydra.
 
-    Hydra's own parser is private (``hydra._internal``); this copy of its flags tells the
+    Hydra's own parser is not public API; this copy of its flags tells the
     pre-flight the mode and the overrides, takes flags anywhere on the line, and names an
     unknown flag in one line (tests/test_cli.py checks that it knows every flag Hydra knows).
     """
