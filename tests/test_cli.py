@@ -29,17 +29,21 @@ def test_sweep_with_a_failing_job_finishes_the_others_and_reruns_only_what_is_mi
         "test_checkpoint=current",
         "tag=t",
     ]
-    # n_embedding=0 fails (ConfigError inside the job); the two seeds with n_embedding=8 must still finish
-    result = run(*common, "seed=1,2", "method.n_embedding=8,0", cwd=tmp_path)
+    # weight_center=1e308 diverges at the first step (a ConfigError only the job finds); the two seeds
+    # with weight_center=1 must still finish
+    result = run(*common, "seed=1,2", "method.weight_center=1,1e308", cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "2 of 4 runs succeeded, 2 failed" in result.stdout
     sweep = tmp_path / "logs" / "multiruns" / "t" / "quickstart"
     done = sorted(p.parent.name for p in sweep.rglob("results.csv"))
-    assert [d.split(",")[:2] for d in done] == [["method.n_embedding=8", "seed=1"], ["method.n_embedding=8", "seed=2"]]
+    assert [d.split(",")[:2] for d in done] == [
+        ["method.weight_center=1", "seed=1"],
+        ["method.weight_center=1", "seed=2"],
+    ]
     assert len(list(sweep.rglob("error.txt"))) == 2
     mtimes = {p: p.stat().st_mtime for p in sweep.rglob("results.csv")}
 
-    again = run(*common, "seed=1,2", "method.n_embedding=8", cwd=tmp_path)
+    again = run(*common, "seed=1,2", "method.weight_center=1", cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert {p: p.stat().st_mtime for p in sweep.rglob("results.csv")} == mtimes, "complete runs must be skipped"
     assert pd.read_csv(next(iter(mtimes))).shape[0] == 3
