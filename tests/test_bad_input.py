@@ -1,8 +1,8 @@
 """Every bad input ends the same way: ONE line ``error: <what>: <fix>`` on stderr, exit status 2,
 no results.csv and no run directory left behind.
 
-The table runs in-process (``mchad.cli.launch``, the function ``run.py`` / ``eval.py`` call, with
-stderr and the exit status captured); ``test_bad_input_end_to_end`` runs a few rows through
+The table runs in-process (``mchad.cli.train``'s ``train_main`` / ``eval_main``, what ``mchad-train`` /
+``mchad-eval`` call, with stderr and the exit status captured); ``test_bad_input_end_to_end`` runs a few rows through
 the real command line.
 """
 
@@ -18,8 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mchad.cli.launch import launch
-from mchad.train import evaluate_checkpoint, train
+from mchad.cli.train import eval_main, train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["experiment=quickstart", "trainer.max_epochs=1", "logger=none"]
@@ -199,6 +198,24 @@ CASES = [
     ("weight-nan", [*QUICK, "method.weight_ce=nan"], None, "run", "method.weight_ce"),
     ("margin-form", [*QUICK, "method.margin_form=both"], None, "run", "method.margin_form"),
     ("outliers-missing", [*QUICK, "method.weight_oe=0.5"], None, "run", "choose them with outliers="),
+    # Hydra's command line: flags, sweeps, and every job of a sweep checked before the first starts
+    ("sweep-without-m", [*QUICK, "seed=1,2,3"], None, "run", "seed=1,2,3 gives several values"),
+    ("cfg-with-m", ["-m", "--cfg", "job", *QUICK], None, "run", "--cfg prints the config of one run"),
+    ("unknown-flag", ["--cfgg", "job", *QUICK], None, "run", "--cfgg is not a flag of"),
+    ("flag-value", ["--cfg", "jobs", *QUICK], None, "run", "invalid choice: 'jobs'"),
+    ("sweep-method-constraint", ["-m", *QUICK, "method=softmax", "seed=1,2"], None, "run", "job 1 (seed=1): method."),
+    ("sweep-second-job", ["-m", *QUICK, "seed=1,-2"], None, "run", "job 2 (seed=-2): seed"),
+    ("sweep-product", ["-m", *QUICK, "seed=1,2", "method=mchad,softmax"], None, "run", "(seed=1 method=softmax)"),
+    (
+        "sweep-slurm",
+        ["-m", *QUICK, "hydra/launcher=slurm_local", "method=softmax", "seed=1,2"],
+        None,
+        "run",
+        "(seed=1)",
+    ),
+    ("sweep-unknown-key", ["-m", *QUICK, "foo=1,2"], None, "run", "job 1 (foo=1)"),
+    ("sweep-interval", ["-m", *QUICK, "seed=interval(1,2)"], None, "run", "is an interval"),
+    ("sweep-pretrained", ["-m", *QUICK, "seed=1,2", "model.pretrained_checkpoint={tmp}/no.pt"], None, "run", "no.pt"),
     # directories
     ("run-dir-is-a-file", [*QUICK, "hydra.run.dir={made}"], a_file, "run", "is a file"),
     ("log-dir-below-a-file", [*QUICK, "paths.log_dir={made}/logs"], a_file, "run", "is a file"),
@@ -242,8 +259,10 @@ def fill(argv: list[str], tmp: Path, made: Path | None) -> list[str]:
 
 
 def left_behind(tmp: Path) -> list[Path]:
-    """Files a failed start must not leave: anything under logs/ (results, Hydra records, logs)."""
-    return [p for p in (tmp / "logs").rglob("*") if p.is_file()]
+    """What a refused start must not leave: anything under logs/ (results, Hydra records, logs, empty
+    ``logs/runs/<name>/`` folders), the ``eval/`` folder of an evaluation, lock files under data/."""
+    made = [*(tmp / "logs").rglob("*"), *tmp.glob("**/eval"), *(tmp / "data").rglob("*.lock")]
+    return sorted(made)
 
 
 @pytest.mark.parametrize(("argv", "maker", "entry", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -252,9 +271,9 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(argv, maker, entry, exp
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     made = maker(tmp_path) if maker else None
-    task = train if entry == "run" else evaluate_checkpoint
+    main = train_main if entry == "run" else eval_main
     with pytest.raises(SystemExit) as exit_info:
-        launch(task, entry, [*fill(argv, tmp_path, made), f"paths.data_dir={tmp_path / 'data'}"])
+        main([*fill(argv, tmp_path, made), f"paths.data_dir={tmp_path / 'data'}"])
     stderr = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2, stderr
     assert len(stderr) == 1 and stderr[0].startswith("error: "), stderr
@@ -268,7 +287,35 @@ def test_the_table_covers_at_least_70_inputs():
     assert len(CASES) >= 70
 
 
-@pytest.mark.parametrize("case", ["seed-text", "eval-malicious", "run-dir-is-a-file"])
+@pytest.mark.parametrize("case", ["seed-text", "sweep-second-job", "image-folder-missing"])
+def test_full_error_adds_the_traceback_and_still_ends_in_the_error_line_and_exit_2(case, tmp_path, monkeypatch, capsys):
+    """``HYDRA_FULL_ERROR=1``: the traceback, then the same last line and status, found before or during the run."""
+    _, argv, _, _, expected = next(c for c in CASES if c[0] == case)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([*fill(argv, tmp_path, None), f"paths.data_dir={tmp_path / 'data'}"])
+    stderr = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2, stderr
+    assert stderr[0].startswith("Traceback") and stderr[-1].startswith("error: ") and expected in stderr[-1], stderr
+    assert not left_behind(tmp_path), left_behind(tmp_path)
+
+
+def test_the_example_sweep_is_refused_in_one_line_before_any_job(tmp_path, monkeypatch, capsys):
+    """What docs and the issue show: both jobs would fail on n_embedding; the first is named, nothing is made."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["-m", "experiment=quickstart", "method=softmax", "seed=1,2"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: job 1 (seed=1): method.n_embedding=8 must equal n_classes=6 for Softmax (the backbone outputs "
+        "the logits): set method.n_embedding=6\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("case", ["seed-text", "eval-malicious", "run-dir-is-a-file", "sweep-method-constraint"])
 def test_bad_input_end_to_end(case, tmp_path):
     """The same through the real command line, in a subprocess: the status and the one line."""
     _, argv, maker, entry, expected = next(c for c in CASES if c[0] == case)

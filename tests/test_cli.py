@@ -29,17 +29,21 @@ def test_sweep_with_a_failing_job_finishes_the_others_and_reruns_only_what_is_mi
         "test_checkpoint=current",
         "tag=t",
     ]
-    # n_embedding=0 fails (ConfigError inside the job); the two seeds with n_embedding=8 must still finish
-    result = run(*common, "seed=1,2", "method.n_embedding=8,0", cwd=tmp_path)
+    # weight_center=1e308 diverges at the first step (a ConfigError only the job finds); the two seeds
+    # with weight_center=1 must still finish
+    result = run(*common, "seed=1,2", "method.weight_center=1,1e308", cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "2 of 4 runs succeeded, 2 failed" in result.stdout
     sweep = tmp_path / "logs" / "multiruns" / "t" / "quickstart"
     done = sorted(p.parent.name for p in sweep.rglob("results.csv"))
-    assert [d.split(",")[:2] for d in done] == [["method.n_embedding=8", "seed=1"], ["method.n_embedding=8", "seed=2"]]
+    assert [d.split(",")[:2] for d in done] == [
+        ["method.weight_center=1", "seed=1"],
+        ["method.weight_center=1", "seed=2"],
+    ]
     assert len(list(sweep.rglob("error.txt"))) == 2
     mtimes = {p: p.stat().st_mtime for p in sweep.rglob("results.csv")}
 
-    again = run(*common, "seed=1,2", "method.n_embedding=8", cwd=tmp_path)
+    again = run(*common, "seed=1,2", "method.weight_center=1", cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert {p: p.stat().st_mtime for p in sweep.rglob("results.csv")} == mtimes, "complete runs must be skipped"
     assert pd.read_csv(next(iter(mtimes))).shape[0] == 3
@@ -65,3 +69,48 @@ def test_ddp_trains_in_two_processes_and_tests_every_image_once(tmp_path):
         "gaussian": 10_000,
         "uniform": 10_000,
     }
+
+
+def test_help_and_the_report_never_import_the_training_stack(tmp_path):
+    """Every command's ``--help``, and ``mchad-report`` over a folder, in one fresh process: no Lightning,
+    no training module among its modules (what makes them start fast; bench/cli_start.py times it)."""
+    calls = [
+        ("train", "train_main", ["--help"]),
+        ("train", "eval_main", ["--help"]),
+        ("data", "main", ["--help"]),
+        ("data", "main", ["prepare", "--help"]),
+        ("report", "main", ["--help"]),
+        ("report", "main", [str(tmp_path), "--out", str(tmp_path / "report")]),
+    ]
+    script = f"""
+import contextlib, importlib, io, sys
+for module, function, argv in {calls!r}:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            getattr(importlib.import_module("mchad.cli." + module), function)(argv)
+        except SystemExit:
+            pass
+print(sorted(m for m in ("pytorch_lightning", "lightning_fabric", "mchad.train", "mchad.module") if m in sys.modules))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
+
+
+def test_flags_are_the_flags_of_hydras_own_parser():
+    """mchad.cli.launch.Flags stands in for Hydra's private parser: the same options, the same choices."""
+    from hydra._internal.utils import get_args_parser  # the private parser this test pins, never used in src/
+
+    from mchad.cli.launch import Flags
+
+    def options(parser):
+        return {(tuple(sorted(a.option_strings)), tuple(a.choices or ())) for a in parser._actions if a.option_strings}
+
+    assert options(Flags()) == options(get_args_parser())
+
+
+def test_flags_go_anywhere_on_the_line():
+    from mchad.cli.launch import Flags
+
+    args = Flags().read(["experiment=quickstart", "--cfg", "job", "seed=2", "-m"])
+    assert (args.cfg, args.multirun, args.overrides) == ("job", True, ["experiment=quickstart", "seed=2"])

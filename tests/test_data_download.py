@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mchad.data.download import RemoteFile, extract, extraction_marker, fetch
+from mchad.data.download import RemoteFile, extract, extraction_marker, fetch, file_lock
 from mchad.errors import ConfigError
 
 PAYLOAD = b"0123456789" * 1000
@@ -185,3 +185,30 @@ def test_extract_zip(tmp_path: Path) -> None:
 def test_remote_file_needs_a_checksum() -> None:
     with pytest.raises(ValueError, match="checksum"):
         RemoteFile("file:///x", "x")
+
+
+def test_the_lock_file_is_there_only_while_held_and_still_excludes(tmp_path: Path) -> None:
+    """Four threads (each lock is its own open file, as in separate processes) add 1 to a counter 50 times each
+    under the lock, which deletes its file on every release: no increment is lost, no lock file is left."""
+    import threading
+
+    counter = tmp_path / "counter"
+    counter.write_text("0")
+    held = []
+
+    def add() -> None:
+        for _ in range(50):
+            with file_lock(counter):
+                held.append((tmp_path / ".counter.lock").exists())
+                value = int(counter.read_text())
+                time.sleep(0)
+                counter.write_text(str(value + 1))
+
+    threads = [threading.Thread(target=add) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert int(counter.read_text()) == 200
+    assert held == [True] * 200
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["counter"]

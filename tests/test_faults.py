@@ -214,6 +214,8 @@ def test_a_dying_sweep_job_fails_alone_and_a_rerun_finishes_only_it(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "2 of 2 runs succeeded, 0 failed" in again.stdout
     assert (two / "results.csv").stat().st_mtime_ns == finished, "a finished job is skipped"
+    # ... by the launcher's worker, without a child process that would import the training stack
+    assert f"[mchad.cli.sweep][INFO] - {two / 'results.csv'} is complete, skipping" in (two / "run.log").read_text()
     assert (one / "results.csv").exists() and not (one / "error.txt").exists()
 
     # the same job as a single run, with the same threads, gives the same numbers

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from mchad.cli.launch import launch
-from mchad.train import eval_run_dir_override, evaluate_checkpoint, train
+from mchad.cli.train import eval_run_dir_override
+from mchad.train import evaluate_checkpoint, train
 
 QUICK = ["experiment=quickstart", "trainer.max_epochs=1", "logger=none", "test_checkpoint=current"]
 

@@ -59,6 +59,7 @@ def test_local_sweep_writes_results_and_the_summary(tmp_path):
         assert set(rows["seed"]) == {int(d.name.split("seed=")[1].split(",")[0])}
     # submitit's own files (pickles, each job's stdout and stderr) stay inside the sweep directory
     assert len(list((tmp_path / "logs" / "multiruns" / "t" / ".submitit").rglob("*_result.pkl"))) == 2
+    assert not (tmp_path / "logs" / "multiruns" / "t" / ".submitit" / "%j").exists(), "submitit's folder pattern"
 
 
 def worker_of(pid: int) -> int:

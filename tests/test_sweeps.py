@@ -34,6 +34,9 @@ QUICK = [
 # keep the checkpoint callback (resuming needs last.ckpt); the others want a logger or a terminal
 CHECKPOINTS_ONLY = ["~callbacks.progress_bar", "~callbacks.lr_monitor"]
 JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+# a job that only its run can find failing (every job's config is checked before the sweep starts):
+# a center-loss weight of 1e308 makes the loss infinite at the first training step
+DIVERGING = "method.weight_center=1,1e308"
 
 PAPER_DATASETS = ["cifar10", "cifar100", "svhn"]
 PAPER_METHODS = ["mchad", "gmchad", "cac", "gcac", "center", "gcenter", "ii"]
@@ -87,38 +90,36 @@ def check_report(sweep_dir: Path, out: Path) -> None:
 
 
 def check_failed_sweep(result: subprocess.CompletedProcess, tmp_path: Path) -> dict[str, Path]:
-    """The sweep over seed=1,2 x method.n_embedding=8,0: the two n_embedding=0 jobs fail alone."""
+    """The sweep over seed=1,2 x method.weight_center=1,1e308 (:data:`DIVERGING`): the two 1e308 jobs fail alone."""
     assert result.returncode == 1, result.stdout + result.stderr
     assert "sweep finished: 2 of 4 runs succeeded, 2 failed" in result.stdout
     dirs = run_dirs(tmp_path)
     for seed in ("seed=1", "seed=2"):
-        assert (named(dirs, "method.n_embedding=8", seed) / "results.csv").is_file()
-        failed = named(dirs, "method.n_embedding=0", seed)
-        assert "method.n_embedding=0" in (failed / "error.txt").read_text() and not (failed / "results.csv").exists()
+        assert (named(dirs, "method.weight_center=1", seed) / "results.csv").is_file()
+        failed = named(dirs, "method.weight_center=1e+308", seed)  # Hydra writes the float so
+        assert "'center' became inf" in (failed / "error.txt").read_text() and not (failed / "results.csv").exists()
     return dirs
 
 
 def test_ray_sweep_finishes_around_a_failing_job_and_reports(tmp_path):
     """A 2-seed quickstart sweep through a private local Ray (about 30-80 s on 2 cores)."""
-    result = sweep(tmp_path, "hydra/launcher=ray_local", "callbacks=none", "seed=1,2", "method.n_embedding=8,0")
+    result = sweep(tmp_path, "hydra/launcher=ray_local", "callbacks=none", "seed=1,2", DIVERGING)
     check_failed_sweep(result, tmp_path)
     check_report(tmp_path / "logs" / "multiruns" / "t", tmp_path / "report")
 
 
 @pytest.mark.slow  # the fast suite sweeps with joblib in tests/test_faults.py (a dying job, rerun, skip)
 def test_joblib_sweep_then_rerun_skips_finished_runs_and_resumes_killed_ones(tmp_path):
-    dirs = check_failed_sweep(
-        sweep(tmp_path, *JOBLIB, *CHECKPOINTS_ONLY, "seed=1,2", "method.n_embedding=8,0"), tmp_path
-    )
+    dirs = check_failed_sweep(sweep(tmp_path, *JOBLIB, *CHECKPOINTS_ONLY, "seed=1,2", DIVERGING), tmp_path)
     check_report(tmp_path / "logs" / "multiruns" / "t", tmp_path / "report")
-    finished = {seed: named(dirs, "method.n_embedding=8", f"seed={seed}") / "results.csv" for seed in (1, 2)}
+    finished = {seed: named(dirs, "method.weight_center=1", f"seed={seed}") / "results.csv" for seed in (1, 2)}
     mtimes = {seed: path.stat().st_mtime_ns for seed, path in finished.items()}
     # seed 3 "was killed": its run directory holds a last.ckpt (seed 1's weights) and no results.csv
     killed = finished[1].parent.with_name(finished[1].parent.name.replace("seed=1", "seed=3"))
     shutil.copytree(finished[1].parent / "checkpoints", killed / "checkpoints")
 
     # the launcher is not part of a run's directory name: the basic launcher picks up the joblib sweep
-    again = sweep(tmp_path, *CHECKPOINTS_ONLY, "seed=1,2,3", "method.n_embedding=8")
+    again = sweep(tmp_path, *CHECKPOINTS_ONLY, "seed=1,2,3", "method.weight_center=1")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "sweep finished: 3 of 3 runs succeeded, 0 failed" in again.stdout
     assert {seed: path.stat().st_mtime_ns for seed, path in finished.items()} == mtimes, "finished runs must be skipped"
@@ -213,3 +214,23 @@ def test_run_experiments_goes_on_after_a_failed_sweep_and_lists_it(tmp_path):
 def test_scripts_reject_a_bad_seed_count(tmp_path):
     result = script("run-ablation.sh", cwd=tmp_path, DRY_RUN="1", SEEDS="six")
     assert result.returncode == 2 and "SEEDS=six is not a positive integer" in result.stderr
+
+
+def test_a_finished_job_is_read_in_the_worker_unless_its_config_changed(tmp_path):
+    """What lets a re-run skip a finished job without a child process: complete results and the same fingerprint."""
+    from mchad import rundir
+    from mchad.cli.sweep import finished_results
+    from mchad.evaluation.results import RESULT_COLUMNS, RESULTS_FILE, write_results
+
+    cfg = compose(["experiment=quickstart", "seed=3"], output_dir=tmp_path)
+    row = dict.fromkeys(RESULT_COLUMNS, 0.5) | {"experiment": "quickstart", "method": "mchad", "dataset": "digits",
+           "ood_dataset": "gaussian", "group": "far", "score": "distance", "seed": 3, "n_id": 60, "n_ood": 60,
+           "epochs": 1, "run_dir": str(tmp_path)}  # fmt: skip
+    assert finished_results(cfg, tmp_path) is None  # nothing there: the child starts the run
+    rundir.check_fingerprint(tmp_path, cfg)  # what the run's first start records
+    (tmp_path / RESULTS_FILE).write_text("experiment\n")  # killed while writing: the child resumes it
+    assert finished_results(cfg, tmp_path) is None
+    write_results([row], tmp_path / RESULTS_FILE)
+    assert finished_results(cfg, tmp_path) == [row]
+    # another config in the same directory: the child refuses it, naming the keys
+    assert finished_results(compose(["experiment=quickstart", "seed=4"], output_dir=tmp_path), tmp_path) is None

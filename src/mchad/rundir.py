@@ -24,7 +24,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mchad.errors import ConfigError
@@ -76,6 +75,12 @@ def lock(run_dir: Path) -> Iterator[None]:
     )
     with exclusive(run_dir / LOCK_FILE, busy):
         yield
+
+
+def checkpoint_run_dir(ckpt_path: str | Path) -> Path:
+    """The run directory a checkpoint belongs to (``RUN/checkpoints/x.ckpt`` -> ``RUN``)."""
+    path = Path(ckpt_path).absolute()
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -168,7 +173,8 @@ def peak_host_memory_mb() -> float:
 
 def provenance(cfg: DictConfig, device: str) -> dict[str, Any]:
     """What decides a run's numbers besides its config: code, libraries, device, threads, determinism."""
-    import pytorch_lightning
+    import pytorch_lightning  # here: a command that only reads run directories never imports the training stack
+    import torch
 
     cuda = torch.cuda.is_available() and device.startswith("cuda")
     return {

@@ -39,9 +39,9 @@ from mchad.data.datamodule import OODDataModule
 from mchad.errors import ConfigError, command
 from mchad.evaluation.callback import OODEvaluation
 from mchad.evaluation.detectors import CACHE_FOLDER, DetectorBank, DetectorSpec, build_bank, check_detectors
-from mchad.evaluation.results import format_table, read_results, results_complete, write_results
+from mchad.evaluation.results import RESULTS_FILE, format_table, read_results, results_complete, write_results
 from mchad.loggers import check_packages, log_config, log_results
-from mchad.methods import build_method
+from mchad.methods import build_method, check_outliers
 from mchad.module import OODModule
 from mchad.nn.wrn import load_pretrained
 from mchad.schema import validate_config
@@ -58,7 +58,6 @@ logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
-RESULTS_FILE = "results.csv"
 RESOLVED_CONFIG_FILE = "config.yaml"
 CHECKPOINT_CONFIG_KEY = "mchad_config"
 """Where a checkpoint keeps the resolved config of the run that wrote it (:class:`ConfigInCheckpoints`)."""
@@ -102,11 +101,8 @@ def build_run(cfg: DictConfig, run_dir: Path, evaluation_only: bool = False) -> 
     validate_config(cfg)
     check_packages(OmegaConf.to_container(cfg.logger, resolve=True) if cfg.get("logger") else None)
     method_name, method = build_method(cfg.method)
-    if method.uses_outliers and not cfg.data.get("outliers") and not evaluation_only:
-        raise ConfigError(
-            f"method '{method_name}' has an outlier term (weight_oe>0) but no training outliers: "
-            "choose them with outliers=tinyimages300k (or outliers=imagefolder paths.outliers=DIR), or set method.weight_oe=0"
-        )
+    if not evaluation_only:
+        check_outliers(method_name, method, cfg.data)
     backbone = instantiate(cfg.model.backbone)
     detectors = check_detectors(cfg, method_name, method, backbone)  # before any image is read
     if cfg.model.pretrained_checkpoint and not evaluation_only:
@@ -367,7 +363,7 @@ def prepare_detectors(run: Run, ckpt_path: str | None) -> DetectorBank | None:
         return None
     if ckpt_path:
         run.module.load_state_dict(load_checkpoint(ckpt_path)["state_dict"])
-    trained_in = checkpoint_run_dir(run.cfg.ckpt_path) if run.cfg.get("ckpt_path") else run.run_dir
+    trained_in = rundir.checkpoint_run_dir(run.cfg.ckpt_path) if run.cfg.get("ckpt_path") else run.run_dir
     bank = build_bank(
         run.detectors,
         run.module,
@@ -490,20 +486,6 @@ EVALUATION_KEYS = (
 """What ``mchad-eval`` may change in a checkpoint's config: where and on what it is evaluated, never the model."""
 
 
-def checkpoint_run_dir(ckpt_path: str | Path) -> Path:
-    """The run directory a checkpoint belongs to (``RUN/checkpoints/x.ckpt`` -> ``RUN``)."""
-    path = Path(ckpt_path).absolute()
-    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
-
-
-def eval_run_dir_override(argv: list[str]) -> list[str]:
-    """``mchad-eval``'s default output directory, ``<run>/eval/<time>``, unless ``hydra.run.dir`` is given."""
-    ckpt = next((a.split("=", 1)[1] for a in argv if a.startswith("ckpt_path=")), None)
-    if not ckpt or any(a.startswith("hydra.run.dir=") for a in argv):
-        return []
-    return [f"hydra.run.dir={checkpoint_run_dir(ckpt)}/eval/${{now:%Y-%m-%d_%H-%M-%S}}"]
-
-
 def trained_config(ckpt_path: str | Path, state: dict[str, Any]) -> tuple[DictConfig, str] | None:
     """The resolved config a checkpoint was trained with, and where it was read: the checkpoint itself
     (:class:`ConfigInCheckpoints`) or, for one written before checkpoints carried it, the ``config.yaml``
@@ -511,7 +493,7 @@ def trained_config(ckpt_path: str | Path, state: dict[str, Any]) -> tuple[DictCo
     inside = state.get(CHECKPOINT_CONFIG_KEY)
     if isinstance(inside, dict):
         return OmegaConf.create(inside), f"the checkpoint {ckpt_path}"
-    saved_path = checkpoint_run_dir(ckpt_path) / RESOLVED_CONFIG_FILE
+    saved_path = rundir.checkpoint_run_dir(ckpt_path) / RESOLVED_CONFIG_FILE
     if saved_path.is_file():
         return OmegaConf.load(saved_path), str(saved_path)
     return None

@@ -12,14 +12,14 @@ holds ``n_trials`` trials:
    trial's values) and launch them together through the configured Hydra launcher, job
    number = trial number, so job directories never collide between invocations;
 3. tell the study each trial's objective, the validation metric the run returned
-   (:class:`mchad.train.RunResults`, passed back by :func:`mchad.cli.launch.run_sweep_job`),
+   (:class:`mchad.train.RunResults`, passed back by :func:`mchad.cli.sweep.run_sweep_job`),
    or FAIL when the job failed or returned none; the search goes on.
 
 The study lives in ``<sweep dir>/optuna.db`` (SQLite): started again, the search loads it and
 continues. Trials left running by a killed search are marked failed and do not count. At the
 end ``<sweep dir>/best_params.yaml`` holds the best trial's overrides and the commands that
 take them back. :func:`check_search_space` checks a search before Hydra starts
-(:func:`mchad.cli.launch.check_command_line`): bad input is one ``error:`` line, exit status 2.
+(:func:`mchad.cli.launch.preflight`): bad input is one ``error:`` line, exit status 2.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ mchad-report   :mod:`mchad.cli.report`       tables, statistics and plots from r
 ============== ============================= =====================================================
 
 ``run.py`` and ``eval.py`` at the repository root are the first two, for a source checkout.
-:mod:`mchad.cli.launch` is their shared shell (checks before Hydra, one-line errors, sweep jobs in
-child processes, :mod:`mchad.cli.sweep_job`). This is the top layer: nothing else imports it.
+:mod:`mchad.cli.launch` is their shared shell: it reads Hydra's command line
+(:mod:`mchad.cli.command_line`), checks every job before Hydra starts and prints one-line errors;
+:mod:`mchad.cli.sweep` runs each sweep job in a child process (:mod:`mchad.cli.sweep_job`). This is
+the top layer: nothing else imports it, and it imports the training stack only when a run starts.
 """

@@ -46,15 +46,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from mchad.cli.launch import fail
 from mchad.errors import ConfigError
-from mchad.report.plots import auroc_boxplot
-from mchad.report.runs import COMPLETE, DEBUG, FAILED, INCOMPLETE, find_runs, group_by_code_version, read_runs
-from mchad.report.tables import per_ood, select_headline, summarize, to_latex, to_markdown
-from mchad.visualize import FRAME_PATTERN, frames_to_gif
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# pandas, matplotlib and torch (the report modules' imports) are imported once the arguments
+# parsed: ``--help`` and a bad argument are answered without them
 
 STD_NOTE = "std is the sample standard deviation (n - 1); n_seeds counts runs."
 SUMMARY_NOTE = f"Mean ± std over runs (seeds) of each run's mean over its OOD test sets, in percent; {STD_NOTE}"
@@ -79,6 +80,8 @@ examples:
 
 def _not_averaged(runs: pd.DataFrame) -> list[str]:
     """One line per incomplete, failed or smoke-test (debug) run: status, directory and why."""
+    from mchad.report.runs import COMPLETE
+
     others = runs[runs["status"] != COMPLETE]
     return [f"{row.status}: {row.run_dir} ({row.detail})" for row in others.itertuples()]
 
@@ -87,6 +90,8 @@ def _summary_markdown(
     summary: pd.DataFrame, runs: pd.DataFrame, headline: Sequence[str], notes: tuple[str, str] = ("", "")
 ) -> str:
     """``notes``: what --stats adds above the table (the intervals) and under it (the marks)."""
+    from mchad.report.tables import to_markdown
+
     scores = f"Headline scores: {', '.join(headline)}." if headline else "Every score of every method is a row."
     not_averaged = _not_averaged(runs)
     listing = "\n".join(f"- {line}" for line in not_averaged) if not_averaged else "None: every run is complete."
@@ -98,6 +103,8 @@ def _summary_markdown(
 
 
 def _per_ood_markdown(dataset: str, table: pd.DataFrame) -> str:
+    from mchad.report.tables import to_markdown
+
     sections = [f"# {dataset}: by OOD test set\n\n{PER_OOD_NOTE}\n"]
     for ood_dataset, rows in table.groupby("ood_dataset", sort=False):
         sections.append(f"## {ood_dataset}\n\n{to_markdown(rows.drop(columns=['dataset', 'ood_dataset']))}")
@@ -111,6 +118,9 @@ def write_report(
 
     ``with_stats``: the --stats additions (see the module docstring); their text is printed.
     """
+    from mchad.report.plots import auroc_boxplot
+    from mchad.report.tables import per_ood, summarize, to_latex
+
     summary = summarize(results)
     by_ood = per_ood(results)
     (out / "per_ood").mkdir(parents=True, exist_ok=True)
@@ -157,6 +167,8 @@ def write_report(
 
 def write_gifs(runs: pd.DataFrame, out: Path) -> list[Path]:
     """An animated GIF of the embedding frames of every run that has them."""
+    from mchad.visualize import FRAME_PATTERN, frames_to_gif
+
     gifs = []
     for run_dir in map(Path, runs["run_dir"]):
         if any((run_dir / "embeddings").glob(FRAME_PATTERN)):
@@ -203,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from mchad.report.runs import COMPLETE, DEBUG, FAILED, INCOMPLETE, find_runs, group_by_code_version, read_runs
+    from mchad.report.tables import select_headline
+
     try:
         if args.out.exists() and not args.out.is_dir():
             raise ConfigError(f"--out {args.out} is a file: pass a folder for the report files, e.g. --out report/")

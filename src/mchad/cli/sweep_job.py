@@ -11,11 +11,14 @@ which the parent returns to the sweeper: a hyperparameter search reads its objec
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import pickle
 import sys
 import traceback
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -26,6 +29,10 @@ from mchad.files import atomic_write
 ERROR_FILE = "error.txt"
 RETURN_FILE = "job_return.json"
 
+Task = Callable[[Any, Path], Any] | str
+"""What a job runs, ``task(cfg, run_dir)``: the function, or its name ``"module:function"``, imported when
+the job starts (the training stack's import is a run's cost, not a command line's)."""
+
 log = logging.getLogger(__name__)
 
 
@@ -35,7 +42,7 @@ def main() -> int:
     HydraConfig.instance().cfg = hydra_node
     configure_log(hydra_node.hydra.job_logging, hydra_node.hydra.verbose)
     try:
-        result = task(cfg, run_dir)
+        result = resolve_task(task)(cfg, run_dir)
     except BaseException as error:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / ERROR_FILE).write_text(traceback.format_exc())
@@ -45,6 +52,14 @@ def main() -> int:
     returned = json.dumps(job_return(result), default=lambda v: v.item() if hasattr(v, "item") else str(v))
     atomic_write(run_dir / RETURN_FILE, returned)
     return 0
+
+
+def resolve_task(task: Task) -> Callable[[Any, Path], Any]:
+    """The function a :data:`Task` names."""
+    if callable(task):
+        return task
+    module, _, function = task.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def job_return(result: Any) -> dict[str, Any]:

@@ -5,7 +5,8 @@
     mchad-eval ckpt_path=RUN/checkpoints/best.ckpt [testsets=...] [ood_folders=[DIR,...]]
 
 ``--help`` describes the command; ``--cfg job`` prints the config a run (or, with ``ckpt_path``,
-an evaluation) uses.
+an evaluation) uses. The training stack (:mod:`mchad.train`, Lightning) is imported when a run
+starts, by name.
 """
 
 from __future__ import annotations
@@ -13,27 +14,48 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from omegaconf import OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from mchad.cli.launch import fail, launch
 from mchad.config import compose
 from mchad.errors import ConfigError, command
-from mchad.train import eval_run_dir_override, evaluate_checkpoint, saved_run_config, train
+from mchad.rundir import checkpoint_run_dir
 
 
-def train_main() -> None:
-    launch(train, job_name="run")
+def check_training(cfg: DictConfig) -> None:
+    """What a training job needs beyond the schema, checked for every job of a sweep before any starts:
+    the method's own constraints (its constructor, e.g. ``n_embedding`` must equal ``n_classes``;
+    a small head, no data, no backbone) and its outliers, and the pretrained weights' file."""
+    from mchad.methods import build_method, check_outliers
+    from mchad.nn.wrn import check_pretrained
+
+    check_outliers(*build_method(cfg.method), cfg.data)
+    if cfg.model.get("pretrained_checkpoint"):
+        check_pretrained(cfg.model.pretrained_checkpoint)
 
 
-def eval_defaults(argv: list[str]) -> list[str]:
+def eval_run_dir_override(overrides: list[str]) -> list[str]:
+    """``mchad-eval``'s default output directory, ``<run>/eval/<time>``, unless ``hydra.run.dir`` is given."""
+    ckpt = next((a.split("=", 1)[1] for a in overrides if a.startswith("ckpt_path=")), None)
+    if not ckpt or any(a.startswith("hydra.run.dir=") for a in overrides):
+        return []
+    return [f"hydra.run.dir={checkpoint_run_dir(ckpt)}/eval/${{now:%Y-%m-%d_%H-%M-%S}}"]
+
+
+def eval_defaults(overrides: list[str]) -> list[str]:
     """What ``mchad-eval`` puts before the user's overrides: its help page (``config/hydra/help/eval.yaml``),
-    named as the user ran it, and its output directory (:func:`mchad.train.eval_run_dir_override`)."""
-    return ["hydra/help=eval", f"hydra.help.app_name='{command('eval')}'", *eval_run_dir_override(argv)]
+    named as the user ran it, and its output directory (:func:`eval_run_dir_override`)."""
+    return ["hydra/help=eval", f"hydra.help.app_name='{command('eval')}'", *eval_run_dir_override(overrides)]
 
 
-def eval_main() -> None:
-    if not show_evaluation_config(sys.argv[1:]):
-        launch(evaluate_checkpoint, job_name="eval", defaults=eval_defaults)
+def train_main(argv: Sequence[str] | None = None) -> None:
+    launch("mchad.train:train", job_name="run", argv=argv, check=check_training)
+
+
+def eval_main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not show_evaluation_config(argv):
+        launch("mchad.train:evaluate_checkpoint", job_name="eval", argv=argv, defaults=eval_defaults)
 
 
 def option(argv: Sequence[str], *names: str) -> str | None:
@@ -57,6 +79,8 @@ def show_evaluation_config(argv: Sequence[str]) -> bool:
         return False
     if not any(o.startswith("ckpt_path=") for o in overrides):
         return False
+    from mchad.train import saved_run_config
+
     try:
         cfg = compose([*eval_run_dir_override(overrides), *overrides])
         evaluated = saved_run_config(cfg, cfg.hydra.run.dir) or cfg

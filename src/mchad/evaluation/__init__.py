@@ -1,19 +1,7 @@
-"""OOD metrics, the evaluator over the test sets, the Lightning callback that feeds it, and results.csv."""
+"""OOD evaluation, one module each: :mod:`~mchad.evaluation.metrics` (AUROC, AUPR, FPR95),
+:mod:`~mchad.evaluation.evaluator` (every test set from score tensors), :mod:`~mchad.evaluation.callback`
+(the Lightning callback that feeds it) and :mod:`~mchad.evaluation.results` (results.csv).
 
-from mchad.evaluation.callback import OODEvaluation
-from mchad.evaluation.evaluator import evaluate
-from mchad.evaluation.metrics import METRIC_NAMES, accuracy, ood_metrics
-from mchad.evaluation.results import RESULT_COLUMNS, format_table, read_results, results_complete, write_results
-
-__all__ = [
-    "METRIC_NAMES",
-    "RESULT_COLUMNS",
-    "OODEvaluation",
-    "accuracy",
-    "evaluate",
-    "format_table",
-    "ood_metrics",
-    "read_results",
-    "results_complete",
-    "write_results",
-]
+Nothing is imported here: reading results.csv (``mchad-report``, a sweep skipping finished
+runs) does not load Lightning.
+"""

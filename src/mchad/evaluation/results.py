@@ -21,6 +21,9 @@ from rich.table import Table
 from mchad.evaluation.metrics import METRIC_NAMES
 from mchad.files import atomic_write
 
+RESULTS_FILE = "results.csv"
+"""A run's results, in its run directory."""
+
 RESULT_COLUMNS = (
     "experiment",
     "method",

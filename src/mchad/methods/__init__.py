@@ -42,3 +42,12 @@ def build_method(cfg: DictConfig | Mapping[str, Any]) -> tuple[str, Method]:
     if not isinstance(method, Method):
         raise ConfigError(f"method._target_={node['_target_']} is not a Method: point it at a class in mchad.methods")
     return name, method
+
+
+def check_outliers(name: str, method: Method, data: DictConfig | Mapping[str, Any]) -> None:
+    """Training ``method`` needs outliers in ``data`` (the ``data`` config node) when it has an outlier term."""
+    if method.uses_outliers and not data.get("outliers"):
+        raise ConfigError(
+            f"method '{name}' has an outlier term (weight_oe>0) but no training outliers: choose them with "
+            "outliers=tinyimages300k (or outliers=imagefolder paths.outliers=DIR), or set method.weight_oe=0"
+        )

@@ -141,6 +141,17 @@ class WideResNet(nn.Module):
         return self.fc(self.features(x))
 
 
+def check_pretrained(path: str | os.PathLike) -> Path:
+    """``path`` if it is a file, else a ConfigError saying where the pre-trained weights come from."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"model.pretrained_checkpoint={path} does not exist: download imagenet_wrn_baseline_epoch_99.pt "
+            "of Hendrycks' pre-training release there or set model.pretrained_checkpoint=null"
+        )
+    return path
+
+
 def load_pretrained(model: WideResNet, path: str | os.PathLike) -> list[str]:
     """Copy the weights of a Hendrycks-layout checkpoint into ``model``; return the keys left as initialised.
 
@@ -156,12 +167,7 @@ def load_pretrained(model: WideResNet, path: str | os.PathLike) -> list[str]:
             ``weights_only=True``, or any tensor other than ``fc`` is missing,
             unexpected or of another shape (naming the first such key).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(
-            f"model.pretrained_checkpoint={path} does not exist: download imagenet_wrn_baseline_epoch_99.pt "
-            "of Hendrycks' pre-training release there or set model.pretrained_checkpoint=null"
-        )
+    path = check_pretrained(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a corrupt file, or a pickle holding more than tensors
