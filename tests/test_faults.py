@@ -69,6 +69,14 @@ def metric_bytes(results: Path) -> str:
     return table.drop(columns=list(METRIC_COLUMNS_EXCLUDED)).to_csv(index=False)
 
 
+def logged_epochs(run_dir: Path) -> list[int]:
+    """The epochs in the run's CSV log so far ([] before its first rows are written)."""
+    path = run_dir / "csv" / "metrics.csv"
+    if not path.exists() or not path.stat().st_size:
+        return []
+    return [int(e) for e in pd.read_csv(path).epoch.dropna().unique()]
+
+
 def kill(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=60)
@@ -92,10 +100,13 @@ def test_killed_twice_then_resumed_equals_the_uninterrupted_run(uninterrupted, t
     kill(first)
     # killed right after its first checkpoint (end of epoch 1 of 3)
     second = start(tmp_path, *args)
-    wait_for(lambda: (run_dir / "checkpoints" / "last.ckpt").exists(), what="the first checkpoint")
+    # (and its CSV log of that epoch: rows Lightning had not yet flushed would be lost with the process)
+    wait_for(
+        lambda: (run_dir / "checkpoints" / "last.ckpt").exists() and logged_epochs(run_dir), what="the first checkpoint"
+    )
     kill(second)
     assert not (run_dir / "results.csv").exists()
-    epochs_before = pd.read_csv(run_dir / "csv" / "metrics.csv").epoch.dropna().unique().tolist()
+    epochs_before = logged_epochs(run_dir)
     # a writer killed between its temporary file and the rename leaves an orphan like this
     (run_dir / ".results.csv.dead.tmp").write_text("half")
 
@@ -105,7 +116,7 @@ def test_killed_twice_then_resumed_equals_the_uninterrupted_run(uninterrupted, t
     assert metric_bytes(run_dir / "results.csv") == metric_bytes(uninterrupted / "results.csv")
     assert not (run_dir / ".results.csv.dead.tmp").exists()
     # the CSV log goes on where it stopped: epoch 0 from before the kill, the rest after it
-    epochs = pd.read_csv(run_dir / "csv" / "metrics.csv").epoch.dropna().unique().tolist()
+    epochs = logged_epochs(run_dir)
     assert 0 in epochs_before and sorted(epochs) == [0, 1, 2]
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["epoch"] == 2, "last.ckpt holds the last completed epoch"

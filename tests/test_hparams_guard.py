@@ -72,6 +72,12 @@ def test_the_best_trial_has_the_highest_objective_and_a_continued_study_draws_an
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     objective = {t.number: logged_objective(sweep_dir / f"trial_{t.number}") for t in study.trials}
     assert {t.number: t.value for t in study.trials} == pytest.approx(objective, rel=1e-7, abs=0)
+
+    # the continued invocation, with the same seed, drew values of its own rather than the first trials' again
+    first, second, continued = (t.params for t in study.trials)
+    for name, value in continued.items():
+        assert value not in (first[name], second[name]), (name, first, second, continued)
+
     assert len(set(objective.values())) == 3, f"the case this test needs, three different values: {objective}"
 
     # the search maximises: the best trial is the one with the highest validation AUROC
@@ -80,8 +86,3 @@ def test_the_best_trial_has_the_highest_objective_and_a_continued_study_draws_an
     assert best["trial"] == highest and best["value"] == pytest.approx(objective[highest], rel=1e-7, abs=0)
     assert best["params"] == study.trials[highest].params
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
-
-    # the continued invocation, with the same seed, drew a value of its own rather than the first trial's again
-    first, second, continued = (t.params for t in study.trials)
-    for name, value in continued.items():
-        assert value not in (first[name], second[name]), (name, first, second, continued)
