@@ -237,7 +237,10 @@ def test_the_table_covers_at_least_70_inputs():
     assert len(CASES) >= 70
 
 
-@pytest.mark.parametrize("case", ["seed-text", "eval-malicious", "run-dir-is-a-file"])
+# run.py and eval.py once each in the fast suite; a third row, run.py again, in make test-slow
+@pytest.mark.parametrize(
+    "case", ["seed-text", "eval-malicious", pytest.param("run-dir-is-a-file", marks=pytest.mark.slow)]
+)
 def test_bad_input_end_to_end(case, tmp_path):
     """The same through the real command line, in a subprocess: the status and the one line."""
     _, argv, maker, entry, expected = next(c for c in CASES if c[0] == case)

@@ -6,16 +6,13 @@ and prints the usage; bad arguments exit 2 with argparse's usage and one ``error
 that argparse cannot see (an unknown experiment, a missing directory) exits 2 with exactly one line
 ``error: <what was wrong>: <how to fix it>`` on stderr.
 
-``--help`` runs the installed scripts in a subprocess (each answers from a fresh interpreter); the bad
-input runs the scripts' ``main(argv)`` in process, with stderr and the exit status captured, since a
-start of Python, torch and Lightning per case costs seconds and would check nothing more.
+Each case runs the script's ``main(argv)`` in this process, with its output and exit status captured:
+a start of Python, torch and Lightning per case would cost seconds and check nothing more here. The
+installed scripts themselves answer ``--help`` from a fresh environment in tests/test_package.py.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
 from typing import NamedTuple
 
 import pytest
@@ -32,12 +29,6 @@ class Finished(NamedTuple):
     returncode: int
     stdout: str
     stderr: str
-
-
-def run_module(command: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """The installed console script ``command`` (next to this Python) with ``args``."""
-    script = Path(sys.executable).parent / command
-    return subprocess.run([script, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 def run_main(command: str, *args: str, capsys) -> Finished:
@@ -73,16 +64,16 @@ def assert_one_line_error(process: Finished, *fragments: str) -> str:
 
 
 @pytest.mark.parametrize("module", COMMANDS)
-def test_help_exits_0_and_prints_usage_and_examples(module):
-    process = run_module(module, "--help")
+def test_help_exits_0_and_prints_usage_and_examples(module, capsys):
+    process = run_main(module, "--help", capsys=capsys)
     assert process.returncode == 0, process.stderr
     assert process.stdout.startswith(f"usage: {module}"), process.stdout
     assert "examples:" in process.stdout
     assert "error" not in process.stderr
 
 
-def test_data_prepare_help_exits_0():
-    process = run_module("mchad-data", "prepare", "--help")
+def test_data_prepare_help_exits_0(capsys):
+    process = run_main("mchad-data", "prepare", "--help", capsys=capsys)
     assert process.returncode == 0, process.stderr
     assert process.stdout.startswith("usage: mchad-data prepare"), process.stdout
     assert "experiment=" in process.stdout and "examples:" in process.stdout
