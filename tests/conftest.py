@@ -17,6 +17,7 @@ from PIL import Image
 
 from mchad.config import compose
 from mchad.evaluation.oracle import sklearn_metrics
+from mchad.evaluation.results import read_results
 from mchad.train import build_run, train
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -117,7 +118,7 @@ def quickstart_run(session_root) -> QuickstartRun:
     )
     with FileLock(root / ".lock"):
         train(cfg, run_dir)
-    return QuickstartRun(cfg, run_dir, pd.read_csv(run_dir / "results.csv").to_dict("records"))
+    return QuickstartRun(cfg, run_dir, read_results(run_dir / "results.csv").to_dict("records"))
 
 
 @pytest.fixture
