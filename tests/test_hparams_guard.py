@@ -64,21 +64,21 @@ def test_the_best_trial_has_the_highest_objective_and_a_continued_study_draws_an
     for name in ("MCHAD_ROOT", "MCHAD_SWEEP_ID"):  # launch sets them for its workers; restored afterwards
         monkeypatch.setenv(name, "")
     sweep_dir = tmp_path / "search"
-    search(tmp_path, n_trials=2)
-    search(tmp_path, n_trials=3)  # the same command, one trial more: the study is continued
+    search(tmp_path, n_trials=1)
+    search(tmp_path, n_trials=2)  # the same command, one trial more: the study is continued
 
     study = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
-    assert [t.number for t in study.trials] == [0, 1, 2]
+    assert [t.number for t in study.trials] == [0, 1]
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     objective = {t.number: logged_objective(sweep_dir / f"trial_{t.number}") for t in study.trials}
     assert {t.number: t.value for t in study.trials} == pytest.approx(objective, rel=1e-7, abs=0)
 
-    # the continued invocation, with the same seed, drew values of its own rather than the first trials' again
-    first, second, continued = (t.params for t in study.trials)
+    # the continued invocation, with the same seed, drew values of its own rather than the first trial's again
+    first, continued = (t.params for t in study.trials)
     for name, value in continued.items():
-        assert value not in (first[name], second[name]), (name, first, second, continued)
+        assert value != first[name], (name, first, continued)
 
-    assert len(set(objective.values())) == 3, f"the case this test needs, three different values: {objective}"
+    assert len(set(objective.values())) == 2, f"the case this test needs, two different values: {objective}"
 
     # the search maximises: the best trial is the one with the highest validation AUROC
     highest = max(objective, key=objective.get)
