@@ -18,9 +18,10 @@ install: $(STAMP)
 quickstart: install
 	$(PY) run.py experiment=quickstart
 
+# one pytest run over tests/ and bench/tests (testpaths), two workers, a file per worker at a time (the
+# module fixtures of a file are built once), the 15 slowest tests listed at the end
 test: install lint
-	$(PY) -m pytest -n 2 --dist loadfile
-	$(PY) -m pytest -n 2 --dist loadfile bench/tests
+	$(PY) -m pytest -n 2 --dist loadfile --durations=15
 
 # ruff (rules in pyproject.toml) and the layer check; CI runs it through `make test`
 lint: install
@@ -33,7 +34,7 @@ format: install
 	$(PY) -m ruff format src tests bench tools run.py eval.py
 
 test-slow: install
-	$(PY) -m pytest -m "slow"
+	$(PY) -m pytest -n 2 --dist loadfile --durations=15 -m "slow"
 
 test-bench: install
 	$(PY) -m pytest bench/tests

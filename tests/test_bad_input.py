@@ -315,7 +315,15 @@ def test_the_example_sweep_is_refused_in_one_line_before_any_job(tmp_path, monke
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("case", ["seed-text", "eval-malicious", "run-dir-is-a-file", "sweep-method-constraint"])
+# run.py and eval.py once each in the fast suite; the other rows, run.py again, in make test-slow
+@pytest.mark.parametrize(
+    "case",
+    [
+        "seed-text",
+        "eval-malicious",
+        *(pytest.param(c, marks=pytest.mark.slow) for c in ("run-dir-is-a-file", "sweep-method-constraint")),
+    ],
+)
 def test_bad_input_end_to_end(case, tmp_path):
     """The same through the real command line, in a subprocess: the status and the one line."""
     _, argv, maker, entry, expected = next(c for c in CASES if c[0] == case)

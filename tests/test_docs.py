@@ -29,7 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from mchad.cli.launch import LAUNCHER_PLUGINS, first_job_overrides, installed
+from mchad.cli import command_line
+from mchad.cli.sweep import LAUNCHER_PLUGINS, installed
 from mchad.config import CONFIG_DIR, compose, groups
 from mchad.errors import command
 
@@ -200,7 +201,10 @@ def overrides_of(command: Command) -> list[str] | None:
             if any(o.startswith(launchers) for o in overrides):
                 overrides = [o for o in overrides if not o.startswith((*launchers, "hydra.launcher."))]
     # a placeholder in a path (``RUN/<time>/...``) stands for a real folder name, which Hydra's grammar takes
-    return first_job_overrides([re.sub(r"<[^<>]*>", "x", o) for o in overrides])
+    [first] = command_line.job_overrides(
+        command_line.parse([re.sub(r"<[^<>]*>", "x", o) for o in overrides], multirun=True), every_job=False
+    )
+    return first
 
 
 HYDRA_COMMANDS = [

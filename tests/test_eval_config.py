@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 from mchad.cli.launch import launch
 from mchad.cli.train import eval_defaults, show_evaluation_config
 from mchad.config import compose
-from mchad.train import CHECKPOINT_CONFIG_KEY, EVALUATION_KEYS, checkpoint_run_dir, evaluate_checkpoint, train
+from mchad.rundir import checkpoint_run_dir
+from mchad.train import CHECKPOINT_CONFIG_KEY, EVALUATION_KEYS, evaluate_checkpoint, train
 
 METRICS = ["ood_dataset", "score", "Accuracy", "AUROC", "AUPR-IN", "AUPR-OUT", "FPR95", "n_id", "n_ood"]
 

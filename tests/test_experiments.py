@@ -3,16 +3,15 @@
 The numbers in results.csv are checked against an independent evaluation of the weights that were
 tested: the module is caught as ``Trainer.test`` receives it (after testing it holds the tested weights,
 whichever checkpoint they came from), the test batches are passed through it again here, and the
-metrics are scikit-learn's (bench/metrics.py) on those outputs.
+metrics are scikit-learn's (mchad.evaluation.oracle) on those outputs.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
-import pytorch_lightning as pl
 import torch
-from conftest import TINY
+from conftest import TINY, assert_results_match, expected_rows, outputs_on_test_batches
 
 from mchad.config import options
 from mchad.evaluation.oracle import sklearn_metrics
@@ -22,62 +21,6 @@ from mchad.train import train
 EXPERIMENTS = [name for name in options("experiment") if name != "quickstart"]
 DATASETS = {"cifar10": 10, "cifar100": 100, "svhn": 10}
 METHODS = options("method")
-METRICS = ("Accuracy", "AUROC", "AUPR-IN", "AUPR-OUT", "FPR95")
-
-
-@pytest.fixture
-def tested(monkeypatch) -> dict:
-    """Catches the module and data module that ``Trainer.test`` is called with."""
-    seen: dict = {}
-    original = pl.Trainer.test
-
-    def spy(self, model=None, *args, **kwargs):
-        seen["module"], seen["datamodule"] = model, kwargs.get("datamodule")
-        return original(self, model, *args, **kwargs)
-
-    monkeypatch.setattr(pl.Trainer, "test", spy)
-    return seen
-
-
-@torch.no_grad()
-def outputs_on_test_batches(module, datamodule, limit: int) -> dict[str, tuple[torch.Tensor, dict]]:
-    """Test set name -> (labels, the module's outputs) over the first ``limit`` batches, as the Trainer saw them."""
-    module.eval()
-    outputs = {}
-    for name, loader in zip(datamodule.test_set_names, datamodule.test_dataloader()):
-        chunks, labels = [], []
-        for k, (x, y) in enumerate(loader):
-            if k == limit:
-                break
-            chunks.append(module.method(module.backbone(module.augment(x, train=False))))
-            labels.append(y)
-        outputs[name] = (torch.cat(labels), {key: torch.cat([chunk[key] for chunk in chunks]) for key in chunks[0]})
-    return outputs
-
-
-def expected_rows(method, outputs: dict, id_name: str) -> dict[tuple[str, str], dict]:
-    """(OOD set, score) -> Accuracy, the four OOD metrics (scikit-learn) and the sample counts."""
-    id_labels, id_out = outputs[id_name]
-    accuracy = float((method.predict(id_out) == id_labels).double().mean())
-    id_scores = method.scores(id_out)
-    rows = {}
-    for name, (_, out) in outputs.items():
-        if name == id_name:
-            continue
-        for score, ood_score in method.scores(out).items():
-            metrics = sklearn_metrics(id_scores[score].double().numpy(), ood_score.double().numpy())
-            rows[name, score] = {"Accuracy": accuracy, **metrics, "n_id": len(id_labels), "n_ood": len(ood_score)}
-    return rows
-
-
-def assert_results_match(results: pd.DataFrame, expected: dict) -> None:
-    assert sorted(zip(results.ood_dataset, results.score)) == sorted(expected)
-    for row in results.to_dict("records"):
-        want = expected[row["ood_dataset"], row["score"]]
-        assert (row["n_id"], row["n_ood"]) == (want["n_id"], want["n_ood"]), row
-        for metric in METRICS:
-            # float32 outputs computed twice the same way; 1e-6 leaves room only for rounding
-            assert row[metric] == pytest.approx(want[metric], abs=1e-6), (metric, row)
 
 
 def test_every_dataset_method_pair_has_an_experiment():

@@ -5,30 +5,45 @@ Only ``--help`` and bad input, so nothing is downloaded, trained or benchmarked:
 and prints the usage; bad arguments exit 2 with argparse's usage and one ``error:`` line; bad input
 that argparse cannot see (an unknown experiment, a missing directory) exits 2 with exactly one line
 ``error: <what was wrong>: <how to fix it>`` on stderr.
+
+Each case runs the script's ``main(argv)`` in this process, with its output and exit status captured:
+a start of Python, torch and Lightning per case would cost seconds and check nothing more here. The
+installed scripts themselves answer ``--help`` from a fresh environment in tests/test_package.py.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
+from mchad.cli import data, report
+
 COMMANDS = ["mchad-data", "mchad-report"]
+MAINS = {"mchad-data": data.main, "mchad-report": report.main}
 
 
-def run_module(command: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """The installed console script ``command`` (next to this Python) with ``args``."""
-    script = Path(sys.executable).parent / command
-    return subprocess.run([script, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+class Finished(NamedTuple):
+    """What a command left: its exit status and its output (as ``subprocess.CompletedProcess`` has them)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_main(command: str, *args: str, capsys) -> Finished:
+    """The script ``command``'s ``main(args)``, in this process."""
+    with pytest.raises(SystemExit) as exit_info:
+        MAINS[command](list(args))
+    out = capsys.readouterr()
+    return Finished(exit_info.value.code, out.out, out.err)
 
 
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "error:" in line]
 
 
-def assert_usage_error(process: subprocess.CompletedProcess, module: str, message: str) -> None:
+def assert_usage_error(process: Finished, module: str, message: str) -> None:
     """argparse's answer to bad arguments: status 2, the usage, then one ``<prog>: error: ...`` line."""
     assert process.returncode == 2, process.stderr
     assert process.stderr.startswith(f"usage: {module}"), process.stderr
@@ -36,7 +51,7 @@ def assert_usage_error(process: subprocess.CompletedProcess, module: str, messag
     assert process.stderr.splitlines()[-1].startswith(f"{module}: error: {message}"), process.stderr
 
 
-def assert_one_line_error(process: subprocess.CompletedProcess, *fragments: str) -> str:
+def assert_one_line_error(process: Finished, *fragments: str) -> str:
     """A domain error: status 2 and exactly one line ``error: <what>: <how to fix it>`` on stderr."""
     assert process.returncode == 2, process.stderr
     lines = process.stderr.splitlines()
@@ -49,16 +64,16 @@ def assert_one_line_error(process: subprocess.CompletedProcess, *fragments: str)
 
 
 @pytest.mark.parametrize("module", COMMANDS)
-def test_help_exits_0_and_prints_usage_and_examples(module):
-    process = run_module(module, "--help")
+def test_help_exits_0_and_prints_usage_and_examples(module, capsys):
+    process = run_main(module, "--help", capsys=capsys)
     assert process.returncode == 0, process.stderr
     assert process.stdout.startswith(f"usage: {module}"), process.stdout
     assert "examples:" in process.stdout
     assert "error" not in process.stderr
 
 
-def test_data_prepare_help_exits_0():
-    process = run_module("mchad-data", "prepare", "--help")
+def test_data_prepare_help_exits_0(capsys):
+    process = run_main("mchad-data", "prepare", "--help", capsys=capsys)
     assert process.returncode == 0, process.stderr
     assert process.stdout.startswith("usage: mchad-data prepare"), process.stdout
     assert "experiment=" in process.stdout and "examples:" in process.stdout
@@ -71,8 +86,8 @@ def test_data_prepare_help_exits_0():
         ("mchad-report", ["logs", "--out", "report", "--no-such-flag"]),
     ],
 )
-def test_unknown_flag_exits_2_with_usage_and_one_error_line(module, args):
-    assert_usage_error(run_module(module, *args), module, "unrecognized arguments: --no-such-flag")
+def test_unknown_flag_exits_2_with_usage_and_one_error_line(module, args, capsys):
+    assert_usage_error(run_main(module, *args, capsys=capsys), module, "unrecognized arguments: --no-such-flag")
 
 
 @pytest.mark.parametrize(
@@ -83,26 +98,26 @@ def test_unknown_flag_exits_2_with_usage_and_one_error_line(module, args):
         ("mchad-report", [], "the following arguments are required: DIR, --out"),
     ],
 )
-def test_missing_or_invalid_arguments_exit_2_with_usage_and_one_error_line(module, args, message):
-    assert_usage_error(run_module(module, *args), module, message)
+def test_missing_or_invalid_arguments_exit_2_with_usage_and_one_error_line(module, args, message, capsys):
+    assert_usage_error(run_main(module, *args, capsys=capsys), module, message)
 
 
-def test_data_prepare_unknown_experiment_is_one_line_before_any_download():
-    process = run_module("mchad-data", "prepare", "experiment=cifar10-gmchad", "experiment=nope")
+def test_data_prepare_unknown_experiment_is_one_line_before_any_download(capsys):
+    process = run_main("mchad-data", "prepare", "experiment=cifar10-gmchad", "experiment=nope", capsys=capsys)
     line = assert_one_line_error(process, "experiment=nope", "unknown experiment 'nope'", "cifar10-gmchad")
     assert line.startswith("error: experiment=nope: ")
     assert process.stdout == ""  # checked before the first experiment's data are touched
 
 
-def test_report_missing_directory_is_one_line(tmp_path):
-    process = run_module("mchad-report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
+def test_report_missing_directory_is_one_line(tmp_path, capsys):
+    process = run_main("mchad-report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"), capsys=capsys)
     assert_one_line_error(process, f"results directory {tmp_path / 'nowhere'} does not exist")
     assert not (tmp_path / "out").exists()
 
 
-def test_report_out_that_is_a_file_is_one_line(tmp_path):
+def test_report_out_that_is_a_file_is_one_line(tmp_path, capsys):
     (tmp_path / "report").write_text("")
-    process = run_module("mchad-report", str(tmp_path), "--out", str(tmp_path / "report"))
+    process = run_main("mchad-report", str(tmp_path), "--out", str(tmp_path / "report"), capsys=capsys)
     assert_one_line_error(process, f"--out {tmp_path / 'report'} is a file")
 
 

@@ -3,6 +3,7 @@ of your own found through ``--config-dir`` or ``hydra.searchpath``."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,15 @@ from mchad.cli.launch import launch
 from mchad.cli.train import eval_run_dir_override
 from mchad.train import evaluate_checkpoint, train
 
-QUICK = ["experiment=quickstart", "trainer.max_epochs=1", "logger=none", "test_checkpoint=current"]
+# a few training steps: what is checked here is which test sets are evaluated and how their rows are named
+QUICK = [
+    "experiment=quickstart",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "logger=none",
+    "test_checkpoint=current",
+]
 
 
 def image_folder(root: Path, n: int = 12) -> Path:
@@ -77,9 +86,9 @@ def test_a_folder_without_readable_images_is_one_line_naming_it(content, tmp_pat
     assert exit_info.value.code == 2 and line.startswith("error: ") and str(folder) in line
 
 
-def test_eval_adds_ood_folders_to_a_finished_run(tmp_path, monkeypatch):
+def test_eval_adds_ood_folders_to_a_finished_run(quickstart_run, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    launch(train, "run", [*QUICK, "trainer.limit_test_batches=1", f"hydra.run.dir={tmp_path / 'run'}"])
+    shutil.copytree(quickstart_run.run_dir, tmp_path / "run")  # eval.py writes into the run's directory
     folder = image_folder(tmp_path / "reviewer-set")
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     launch(

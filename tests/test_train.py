@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import QUICKSTART_OVERRIDES, assert_results_match, independent_results
 from omegaconf import OmegaConf
 
 from mchad.config import compose
@@ -15,16 +18,14 @@ from mchad.nn.wrn import WideResNet
 from mchad.train import evaluate_checkpoint, train
 
 
-@pytest.fixture(scope="module")
-def quickstart_run(tmp_path_factory):
-    """A 2-epoch quickstart run (digits), shared by the tests of this module."""
-    tmp = tmp_path_factory.mktemp("quickstart")
-    run_dir = tmp / "run"
-    cfg = compose(
-        ["experiment=quickstart", f"paths.data_dir={tmp / 'data'}", "trainer.max_epochs=2"], output_dir=run_dir
-    )
-    rows = train(cfg, run_dir)
-    return cfg, run_dir, rows
+def history(run_dir) -> pd.Series:
+    """Accuracy/val by epoch, from the run's CSV log."""
+    metrics = pd.read_csv(run_dir / "csv" / "metrics.csv")
+    return metrics.dropna(subset=["Accuracy/val"]).set_index("epoch")["Accuracy/val"]
+
+
+def weights(path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
 def test_quickstart_writes_results_checkpoints_and_logs(quickstart_run):
@@ -35,13 +36,12 @@ def test_quickstart_writes_results_checkpoints_and_logs(quickstart_run):
     assert set(results.score) == {"distance"}
     assert (results.experiment == "quickstart").all() and (results.method == "mchad").all()
     assert (results.epochs == 2).all()
-    for metric in ("Accuracy", "AUROC", "AUPR-IN", "AUPR-OUT", "FPR95"):
-        assert results[metric].between(0, 1).all()
+    # every number: scikit-learn's metrics on the outputs of the tested (best) weights, computed here again
+    assert_results_match(results, independent_results(cfg, run_dir / "checkpoints" / "best.ckpt"))
     assert results.Accuracy.iloc[0] > 1 / 6, "two epochs must beat chance on 6 digit classes"
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     saved = OmegaConf.load(run_dir / "config.yaml")
     assert saved.paths.data_dir == cfg.paths.data_dir and saved.method.n_classes == 6 and "hydra" not in saved
-    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     metrics = pd.read_csv(run_dir / "csv" / "metrics.csv")
     for name in ("Loss/center/train_epoch", "Loss/ce/train_epoch", "Accuracy/val", "distance/AUROC/val"):
@@ -49,18 +49,40 @@ def test_quickstart_writes_results_checkpoints_and_logs(quickstart_run):
     assert len(rows) == len(results)
 
 
+def test_the_best_epoch_is_tested_when_it_is_not_the_last(quickstart_run):
+    """test_checkpoint=best: the weights tested are those of the epoch with the highest Accuracy/val, here
+    not the last one, so testing last.ckpt (or the weights in memory) gives other numbers."""
+    cfg, run_dir, _ = quickstart_run
+    accuracy = history(run_dir)
+    best_epoch, last_epoch = int(accuracy.idxmax()), cfg.trainer.max_epochs - 1  # idxmax: the first of equals
+    assert sorted(accuracy.index) == [0, 1] and best_epoch != last_epoch, f"the case this test needs: {accuracy}"
+    best, last = run_dir / "checkpoints" / "best.ckpt", run_dir / "checkpoints" / "last.ckpt"
+    assert torch.load(best, weights_only=True)["epoch"] == best_epoch
+    assert torch.load(last, weights_only=True)["epoch"] == last_epoch
+    results = pd.read_csv(run_dir / "results.csv")
+    expected = independent_results(cfg, best)
+    assert_results_match(results, expected)
+    # the two epochs' weights give different numbers, so the comparison above tells them apart
+    of_last = independent_results(cfg, last)
+    assert any(expected[k][m] != of_last[k][m] for k in expected for m in ("Accuracy", "AUROC")), of_last
+
+
 def test_complete_run_is_skipped(quickstart_run, monkeypatch):
     cfg, run_dir, rows = quickstart_run
     monkeypatch.setattr(pl.Trainer, "fit", lambda *a, **k: pytest.fail("a complete run must not train again"))
     again = train(cfg, run_dir)
-    assert len(again) == len(rows)
+    assert pd.DataFrame(again).equals(pd.DataFrame(rows))
 
 
-def test_killed_run_resumes_from_last_checkpoint(quickstart_run, tmp_path, monkeypatch):
+def test_killed_run_resumes_from_last_checkpoint_and_trains_on_as_the_whole_run(quickstart_run, tmp_path, monkeypatch):
+    """A run directory holding only the checkpoint of epoch 0 (what a run killed during epoch 1 leaves) trains
+    epoch 1 from it: the weights, optimizer state and validation metrics at the end equal the uninterrupted run's."""
     cfg, run_dir, _ = quickstart_run
+    after_epoch_0 = run_dir / "checkpoints" / "best.ckpt"
+    assert torch.load(after_epoch_0, weights_only=True)["epoch"] == 0, "best.ckpt is the checkpoint of epoch 0"
     resumed_dir = tmp_path / "resumed"
     (resumed_dir / "checkpoints").mkdir(parents=True)
-    (resumed_dir / "checkpoints" / "last.ckpt").write_bytes((run_dir / "checkpoints" / "last.ckpt").read_bytes())
+    shutil.copy(after_epoch_0, resumed_dir / "checkpoints" / "last.ckpt")
     seen = {}
     original_fit = pl.Trainer.fit
 
@@ -70,12 +92,22 @@ def test_killed_run_resumes_from_last_checkpoint(quickstart_run, tmp_path, monke
 
     monkeypatch.setattr(pl.Trainer, "fit", spy_fit)
     cfg = compose(
-        ["experiment=quickstart", f"paths.data_dir={cfg.paths.data_dir}", "trainer.max_epochs=2", "logger=none"],
+        [*QUICKSTART_OVERRIDES, f"paths.data_dir={cfg.paths.data_dir}", "logger=none", "trainer.limit_test_batches=1"],
         output_dir=resumed_dir,
     )
     train(cfg, resumed_dir)
     assert seen["ckpt_path"] == str(resumed_dir / "checkpoints" / "last.ckpt")
     assert seen["weights_only"] is True, "no environment variable may turn safe loading off"
+    whole = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    resumed = torch.load(resumed_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert resumed["epoch"] == whole["epoch"] == 1 and resumed["global_step"] == whole["global_step"]
+    assert whole["state_dict"].keys() == resumed["state_dict"].keys()
+    for name, tensor in whole["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], tensor), name
+    for index, state in whole["optimizer_states"][0]["state"].items():
+        for name, tensor in state.items():
+            assert torch.equal(resumed["optimizer_states"][0]["state"][index][name], tensor), (index, name)
+    assert resumed["callbacks"]["ValidationHistory"] == whole["callbacks"]["ValidationHistory"]
     assert (resumed_dir / "results.csv").is_file()
 
 
