@@ -32,11 +32,13 @@ class Finished(NamedTuple):
 
 
 def run_main(command: str, *args: str, capsys) -> Finished:
-    """The script ``command``'s ``main(args)``, in this process."""
-    with pytest.raises(SystemExit) as exit_info:
-        MAINS[command](list(args))
+    """The script ``command``'s ``main(args)``, in this process: its exit status, returned or raised."""
+    try:
+        status = MAINS[command](list(args))
+    except SystemExit as exit_info:
+        status = exit_info.code
     out = capsys.readouterr()
-    return Finished(exit_info.value.code, out.out, out.err)
+    return Finished(status, out.out, out.err)
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -121,12 +123,12 @@ def test_report_out_that_is_a_file_is_one_line(tmp_path, capsys):
     assert_one_line_error(process, f"--out {tmp_path / 'report'} is a file")
 
 
-def test_data_verify_finds_a_flipped_byte_that_opening_does_not(tmp_path):
+def test_data_verify_finds_a_flipped_byte_that_opening_does_not(tmp_path, capsys):
     """prepare, then verify: one ok line per data set and exit 0; one flipped pixel bit (size and header intact,
     so runs open the entry) makes verify name that entry and exit 1."""
     data_dir = f"paths.data_dir={tmp_path}"
-    assert run_module("mchad-data", "prepare", "experiment=quickstart", data_dir).returncode == 0
-    good = run_module("mchad-data", "verify", "experiment=quickstart", data_dir)
+    assert run_main("mchad-data", "prepare", "experiment=quickstart", data_dir, capsys=capsys).returncode == 0
+    good = run_main("mchad-data", "verify", "experiment=quickstart", data_dir, capsys=capsys)
     assert good.returncode == 0, good.stderr
     lines = good.stdout.splitlines()
     assert len(lines) == 6 and all(": ok, " in line and "sha256 matches" in line for line in lines), good.stdout
@@ -135,7 +137,7 @@ def test_data_verify_finds_a_flipped_byte_that_opening_does_not(tmp_path):
     content = bytearray(images.read_bytes())
     content[-1] ^= 0x01
     images.write_bytes(bytes(content))
-    bad = run_module("mchad-data", "verify", "experiment=quickstart", data_dir)
+    bad = run_main("mchad-data", "verify", "experiment=quickstart", data_dir, capsys=capsys)
     assert bad.returncode == 1
     [damaged] = [line for line in bad.stdout.splitlines() if ": ok, " not in line]
     assert damaged.startswith("quickstart: id       digits/train: content hash differs: digits-train-v1.npy")
