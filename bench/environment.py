@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import subprocess
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,32 +14,12 @@ import pytorch_ood
 import torch
 import torchvision
 
-REPO = Path(__file__).resolve().parents[1]
+from mchad.rundir import code_version
 
 CPU_NOTE = (
     "no GPU on this machine: absolute times are CPU times and say little about GPU training; "
     "only the ratios of ours to the reference, measured side by side in one run, are meaningful"
 )
-
-
-def git_commit() -> str | None:
-    """``git rev-parse HEAD`` of the project, or None outside git or before the first commit."""
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return result.stdout.strip() if result.returncode == 0 else None
-
-
-def git_dirty() -> bool | None:
-    """Whether tracked files differ from ``HEAD`` (the figures then belong to uncommitted code)."""
-    try:
-        result = subprocess.run(
-            ["git", "--no-optional-locks", "diff", "--quiet", "HEAD", "--"], cwd=REPO, capture_output=True, timeout=10
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return {0: False, 1: True}.get(result.returncode)
 
 
 def device_name(device: torch.device) -> str:
@@ -72,8 +51,7 @@ def environment(device: torch.device) -> dict:
         "torchvision": torchvision.__version__,
         "pytorch_ood": pytorch_ood.__version__,
         "python": platform.python_version(),
-        "git_commit": git_commit(),
-        "git_dirty": git_dirty(),
+        **code_version(),  # git_commit and git_dirty, as a run's provenance.json records them
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "load_average": load_average(),
         "note": CPU_NOTE if device.type == "cpu" else "",

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.environment import load_average
 from bench.options import Options
 from bench.timing import median
+from mchad.files import atomic_write
 
 
 @dataclass
@@ -99,11 +98,7 @@ def write_json(result: Result, options: Options, run_environment: dict, started_
     record["machine_busy"] = busy(record["environment"]["cpu_count"], started_load, record["load_average_at_end"])
     options.results_dir.mkdir(parents=True, exist_ok=True)
     path = options.results_dir / f"{result.name}-{options.suffix}.json"
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w") as file:
-        json.dump(record, file, indent=2, default=str)
-        file.write("\n")
-    os.replace(temporary, path)
+    atomic_write(path, json.dumps(record, indent=2, default=str) + "\n")
     return path
 
 

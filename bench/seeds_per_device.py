@@ -2,70 +2,48 @@
 
 The paper's tables are many short runs of the same configuration with different
 seeds. One run rarely fills a GPU, so running k seeds side by side can raise the
-images per second of the whole sweep. Two ways are measured, both on cifar10-gmchad:
+images per second of the whole sweep. Measured on cifar10-gmchad: k training processes on
+the device at once, each our full run (data module + OODModule in a Lightning Trainer,
+seed ``1 + j``). This is what a Ray sweep with fractional GPUs does (``hydra/launcher=ray_local
+hydra.launcher.ray.remote.num_gpus=1/k``, docs/sweeps.md).
 
-* ``processes``: k training processes on the device at once, each our full run
-  (data module + OODModule in a Lightning Trainer, seed ``1 + j``). This is what a
-  Ray sweep with fractional GPUs does (``hydra/launcher=ray_local
-  hydra.launcher.ray.remote.num_gpus=1/k``, see the README).
-* ``vmap``: k members stacked with ``torch.func`` in one process
-  (``stack_module_state`` + ``functional_call`` under ``vmap``, Adam on the stacked
-  parameters), a plain loop on our data path with the same batches for every member.
-  Not part of the framework: it measures whether a vmapped ``ensemble=k`` would pay.
-
-For the processes, with ``t_j`` the step timestamps of process j (one clock for all,
+ with ``t_j`` the step timestamps of process j (one clock for all,
 after a common start barrier) the aggregate rate is the images of the steps that all
 processes finish inside their common window, divided by its length::
 
     window = [max_j t_j[warmup], min_j t_j[last]],  rate = sum_j #steps_j in window * images_per_step / |window|
 
 Each k gives one row: ours = the aggregate rate with k seeds, reference = one seed
-alone (k = 1 processes), ratio = the speed-up of the sweep; the vmap curve is
-printed under the table. Every point runs in fresh processes. Peak memory per seed:
-``torch.cuda.max_memory_allocated`` of a process on a GPU (the CUDA context, ~0.5 GB
-per process, comes on top), its peak resident set size on a CPU; for vmap divided by k.
+alone (k = 1), ratio = the speed-up of the sweep. Every point runs in fresh processes.
+Peak memory per seed: ``torch.cuda.max_memory_allocated`` of a process on a GPU (the CUDA
+context, ~0.5 GB per process, comes on top), its peak resident set size on a CPU.
 """
 
 from __future__ import annotations
 
 import copy
-import resource
 import time
-from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
 from omegaconf import DictConfig
-from torch import nn
-from torch.func import functional_call, stack_module_state, vmap
 
 from bench.options import Options
 from bench.report import Result
 from bench.timing import ClockCallback, StepClock
-from bench.training import autocast_dtype, images_per_step, reference_model, steps, training_config
+from bench.training import images_per_step, steps, training_config
 from bench.workload import BENCH_DATA, DataPaths, build_seeded_run, compose_config, trainer_for
-from mchad.methods.method import Method
+from mchad.rundir import peak_host_memory_mb
 
 NAME = "seeds_per_device"
 TITLE = "several seeds on one device, cifar10-gmchad: k seeds side by side vs one seed alone"
-MODES = ("processes", "vmap")
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak GPU memory allocated by this process, or its peak resident set size on a CPU (MB).
-
-    On Linux the resident peak is ``VmHWM`` of ``/proc/self/status``: it belongs to the
-    address space, which ``exec`` replaces, whereas ``ru_maxrss`` survives ``exec`` and
-    would report the spawning parent's peak.
-    """
+    """Peak GPU memory allocated by this process, or its peak resident set size on a CPU (MB)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_host_memory_mb()
 
 
 def seed_config(cfg: DictConfig, seed: int) -> DictConfig:
@@ -99,51 +77,6 @@ def train_one_seed(options: Options, cfg: DictConfig, run_dir, start, results) -
     )
 
 
-class Member(nn.Module):
-    """Backbone + method as one module whose forward is the training loss, for ``functional_call``."""
-
-    def __init__(self, backbone: nn.Module, method: Method) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.method = method
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return torch.stack(list(self.method.loss(self.method(self.backbone(x)), y).values())).sum()
-
-
-def train_vmapped(options: Options, cfg: DictConfig, k: int, run_dir, start, results) -> None:
-    """The ``vmap`` worker: k members stacked with torch.func, the same batches for all, a plain loop."""
-    prepared(options)
-    device = options.torch_device
-    members = [Member(*reference_model(seed_config(cfg, cfg.seed + j), device)) for j in range(k)]
-    params, buffers = stack_module_state(members)
-    template = copy.deepcopy(members[0]).to("meta")
-    losses = vmap(
-        lambda p, b, x, y: functional_call(template, (p, b), (x, y)), in_dims=(0, 0, None, None), randomness="different"
-    )
-    optimizer = torch.optim.Adam(
-        params.values(), lr=cfg.model.optimizer.lr, weight_decay=cfg.model.optimizer.weight_decay
-    )
-    run = build_seeded_run(cfg, run_dir)
-    augment = run.module.augment.to(device)
-    dtype = autocast_dtype(cfg)
-    clock = StepClock(device)
-    start.wait()
-    for step, (x, y) in enumerate(run.datamodule.train_dataloader()):
-        if step == steps(options):
-            break
-        x, y = augment(x.to(device), train=True), y.to(device)
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = losses(params, buffers, x, y).sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        clock.tick()
-    results.put(
-        {"times": clock.times, "images_per_step": k * images_per_step(cfg), "peak_memory_mb": peak_memory_mb(device)}
-    )
-
-
 def aggregate_rate(reports: list[dict], warmup: int) -> float:
     """Images/s of all workers together over the window in which every one was past its warm-up and still training."""
     begin = max(r["times"][warmup - 1] for r in reports)
@@ -169,16 +102,13 @@ def spawn(jobs: list[tuple]) -> list[dict]:
     return reports
 
 
-def measure(mode: str, options: Options, cfg: DictConfig, k: int) -> dict:
-    """One point of a curve: k seeds in ``mode``; aggregate images/s and the peak memory per seed."""
+def measure(options: Options, cfg: DictConfig, k: int) -> dict:
+    """One point of the curve: k seeds; aggregate images/s and the peak memory per seed."""
     run_dir = BENCH_DATA / "runs" / NAME
-    if mode == "processes":
-        jobs = [(train_one_seed, options, seed_config(cfg, cfg.seed + j), run_dir / f"seed{j}") for j in range(k)]
-    else:
-        jobs = [(train_vmapped, options, cfg, k, run_dir / "vmap")]
+    jobs = [(train_one_seed, options, seed_config(cfg, cfg.seed + j), run_dir / f"seed{j}") for j in range(k)]
     started = time.perf_counter()
     reports = spawn(jobs)
-    per_seed = max(r["peak_memory_mb"] for r in reports) / (1 if mode == "processes" else k)
+    per_seed = max(r["peak_memory_mb"] for r in reports)
     return {
         "k": k,
         "images_per_s": aggregate_rate(reports, options.warmup_steps),
@@ -189,8 +119,8 @@ def measure(mode: str, options: Options, cfg: DictConfig, k: int) -> dict:
 
 def run(options: Options, paths: DataPaths) -> Result:
     cfg = compose_config(options, paths, BENCH_DATA / "runs" / NAME, train_batches=steps(options))
-    curves = {mode: [measure(mode, options, cfg, k) for k in options.seed_counts] for mode in MODES}
-    single = curves["processes"][0]["images_per_s"]
+    curve = [measure(options, cfg, k) for k in options.seed_counts]
+    single = curve[0]["images_per_s"]
     rounds = [
         {
             "round": point["k"],
@@ -198,9 +128,9 @@ def run(options: Options, paths: DataPaths) -> Result:
             "reference": single,
             "ratio": point["images_per_s"] / single,
         }
-        for point in curves["processes"]
+        for point in curve
     ]
-    best = max(curves["processes"], key=lambda point: point["images_per_s"])
+    best = max(curve, key=lambda point: point["images_per_s"])
     return Result(
         name=NAME,
         title=TITLE,
@@ -211,14 +141,13 @@ def run(options: Options, paths: DataPaths) -> Result:
         summary="best",
         config={**training_config(cfg, paths, options), "seed_counts": list(options.seed_counts)},
         details={
-            "curves": curves,
+            "curve": curve,
             "best_k": best["k"],
             "best_k_peak_memory_mb_per_seed": best["peak_memory_mb_per_seed"],
         },
         notes=[
-            f"{mode:>9} k={point['k']}: {point['images_per_s']:,.0f} images/s, "
+            f"k={point['k']}: {point['images_per_s']:,.0f} images/s, "
             f"{point['images_per_s'] / single:.2f}x one seed, peak memory {point['peak_memory_mb_per_seed']:,.0f} MB per seed"
-            for mode in MODES
-            for point in curves[mode]
+            for point in curve
         ],
     )

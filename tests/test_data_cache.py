@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from mchad.data.cache import Fingerprint, cache_files, cached, read_cache, write_cache
+from mchad.data import cache
+from mchad.data.cache import Fingerprint, cache_files, cached, read_cache, verify_cache, write_cache
 
 SOURCE = Fingerprint("toy generator", "toy-1")
 
@@ -104,20 +105,47 @@ def test_valid_entry_is_opened_without_a_warning(tmp_path: Path, caplog) -> None
 
 
 @pytest.mark.parametrize("damaged", [0, 1], ids=["images", "labels"])
-def test_same_size_corruption_is_detected_and_rebuilt(tmp_path: Path, caplog, damaged: int) -> None:
+def test_flipped_byte_is_found_by_verify_not_on_open(tmp_path: Path, caplog, damaged: int) -> None:
+    """Opening checks sizes and headers only (no 0.9 GB hash per sweep job); verify_cache hashes every byte."""
     cached(tmp_path, "toy", "test", 1, SOURCE, Builder())
+    assert verify_cache(tmp_path, "toy", "test", 1) == (20, None)
     path = cache_files(tmp_path, "toy", "test", 1)[damaged]
     content = bytearray(path.read_bytes())
     content[-3] ^= 0x01  # one bit of the last image's pixels / the last label; header and size intact
     path.write_bytes(bytes(content))
     with caplog.at_level(logging.WARNING, logger="mchad.data.cache"):
-        build = Builder()
-        data = cached(tmp_path, "toy", "test", 1, SOURCE, build)
-    assert build.calls == 1
-    images, labels = arrays()
-    assert np.array_equal(data.images.numpy(), images) and np.array_equal(data.labels.numpy(), labels)
+        data = read_cache(tmp_path, "toy", "test", 1, SOURCE)
+    assert not caplog.records
+    flipped = (data.images if damaged == 0 else data.labels).numpy().tobytes()
+    assert flipped == bytes(content[-len(flipped) :])  # what the file now holds, byte for byte
+    assert verify_cache(tmp_path, "toy", "test", 1) == (None, f"content hash differs: {path.name}")
+
+
+@pytest.mark.parametrize("damaged", [0, 1], ids=["images", "labels"])
+def test_verify_names_truncation_and_a_missing_entry(tmp_path: Path, damaged: int) -> None:
+    assert verify_cache(tmp_path, "toy", "test", 1) == (None, "not cached")
+    cached(tmp_path, "toy", "test", 1, SOURCE, Builder())
+    path = cache_files(tmp_path, "toy", "test", 1)[damaged]
+    path.write_bytes(path.read_bytes()[:-8])
+    assert verify_cache(tmp_path, "toy", "test", 1) == (None, "file size differs from the sidecar (truncated?)")
+
+
+def test_an_entry_that_does_not_read_back_as_written_gets_no_sidecar(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(cache, "file_digest", lambda path, algorithm: "0" * 64)  # the disk returned other bytes
+    with pytest.raises(OSError, match="did not read back as written"):
+        write_cache(tmp_path, "toy", "test", 1, SOURCE, *arrays())
+    assert not cache_files(tmp_path, "toy", "test", 1)[2].exists()
+
+
+def test_header_with_another_shape_is_rebuilt(tmp_path: Path, caplog) -> None:
+    cached(tmp_path, "toy", "test", 1, SOURCE, Builder())
+    path = cache_files(tmp_path, "toy", "test", 1)[0]
+    content = path.read_bytes()
+    path.write_bytes(content.replace(b"(20, 32, 32, 3)", b"(10, 64, 32, 3)", 1))  # same size, other shape
+    with caplog.at_level(logging.WARNING, logger="mchad.data.cache"):
+        assert read_cache(tmp_path, "toy", "test", 1, SOURCE) is None
     [warning] = warnings_about(caplog, "toy-test-v1")
-    assert f"content hash differs: {path.name}" in warning and "\n" not in warning
+    assert f"array header differs from the sidecar: {path.name}" in warning
 
 
 def test_changed_source_is_rebuilt(tmp_path: Path, caplog) -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mchad.data.datamodule import DataRef, OODDataModule
+from mchad.data.datamodule import DataRef, OODDataModule, split_sizes
 from mchad.data.tensors import ImageTensors
+from mchad.errors import ConfigError
 
 N_ID, N_OUTLIERS, N_CLASSES = 60, 400, 3
 
@@ -88,3 +89,15 @@ def test_training_batches_draw_only_from_the_train_parts(tagged_module):
     assert seen_id == set(fit.id_pool.tolist()) and not seen_id & val
     assert len(seen_outliers) == 80 and not seen_outliers & held_out
     assert seen_outliers <= set(fit.outlier_pool.tolist())
+
+
+@pytest.mark.parametrize(("val_size", "expected"), [(0.25, 25), (1, 1), (30, 30)])
+def test_val_size_is_a_fraction_or_a_whole_count(val_size, expected):
+    assert split_sizes(100, val_size) == expected
+
+
+@pytest.mark.parametrize("val_size", [1.0, 2.0])
+def test_a_float_of_one_or_more_is_not_a_fraction(val_size):
+    """1.0 as a fraction would mean all images; as a count, one: refused rather than guessed."""
+    with pytest.raises(ConfigError, match=rf"^data.val_size={val_size} is not a fraction in \(0, 1\): "):
+        split_sizes(100, val_size)

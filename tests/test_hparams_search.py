@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 
 from mchad.cli.launch import launch
 from mchad.config import compose
+from mchad.errors import command
 from mchad.train import train
 
 optuna = pytest.importorskip("optuna")
@@ -133,7 +134,15 @@ BAD_SPACES = [
     (["method.margin=tag(sqrt,interval(1,8))"], "unknown tag sqrt"),
     (["method.weight_center=choice(1.0,-1.0)"], "reaches method.weight_center=-1.0"),
     (["hydra.sweeper.objective=distance/AUROC/test"], "is not a validation metric"),
-    (["hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials=0 must be a whole number >= 1"),
+    (["hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials=0 must be at least 1: use a whole number >= 1, e.g."),
+    (["hydra.sweeper.direction=up"], "hydra.sweeper.direction='up' must be 'maximize' or 'minimize'"),
+    (["hydra.sweeper.sampler._target_=optuna.samplers.NoSampler"], "NoSampler cannot be imported: name an Optuna"),
+    (["hydra.sweeper.sampler._target_=optuna.study.Study"], "optuna.study.Study is not an Optuna sampler"),
+    (
+        ["+hydra.sweeper.sampler.n_startup=3"],
+        "TPESampler refuses the arguments {'constant_liar': True, 'n_startup': 3}",
+    ),
+    (["+hydra.sweeper.sampler.seed=3"], "hydra.sweeper.sampler.seed=3 is set twice"),
     (["model.optimizer.lr=0.001", "method.margin=2.0"], "has nothing to search"),
     (["hydra.sweep.subdir=trials"], "does not hold the job number"),
 ]
@@ -192,7 +201,7 @@ def sweeper_for(sweep_dir: Path, values: list[float | None], n_trials: int, n_jo
         storage=None,
         n_trials=n_trials,
         n_jobs=n_jobs,
-        sampler="tpe",
+        sampler={"_target_": "optuna.samplers.TPESampler"},
         seed=0,
         params={"method.margin": "interval(1, 8)"},
     )
@@ -224,13 +233,14 @@ def test_trials_are_numbered_on_across_invocations_and_failures_count(tmp_path):
         "hparams_search=quickstart",
         f"method.margin={study.trials[3].params['method.margin']!r}",
     ]
-    assert "python run.py experiment=quickstart method.margin=" in (tmp_path / "best_params.yaml").read_text()
+    # the command the user ran: mchad-train here (pytest); python run.py from a checkout (test above)
+    assert f"{command('train')} experiment=quickstart method.margin=" in (tmp_path / "best_params.yaml").read_text()
 
 
 def bare_sweeper(study_name: str) -> MchadOptunaSweeper:
     return MchadOptunaSweeper(
         objective="Accuracy/val", direction="maximize", study_name=study_name, storage=None,
-        n_trials=2, n_jobs=1, sampler="tpe", seed=0, params={},
+        n_trials=2, n_jobs=1, sampler={"_target_": "optuna.samplers.TPESampler"}, seed=0, params={},
     )  # fmt: skip
 
 
@@ -283,3 +293,40 @@ def test_command_line_adds_to_replaces_and_fixes_the_search_space():
         "method.n_embedding=16",
         "seed=2",
     ]
+
+
+def test_a_continued_study_draws_new_points_not_its_first_ones_again(tmp_path):
+    """Same seed, second invocation: the sampler is seeded with seed + trials held, so the new trials are not a
+    replay of trials 0-2 (TPE's first 10 trials are random draws from its seeded generator)."""
+    space = parse_search_space({"method.margin": "interval(1, 8)"}, [])
+    first = sweeper_for(tmp_path, [0.5, 0.6, 0.7], n_trials=3, n_jobs=1)
+    first.run_trials(optuna, first.load_study(optuna, tmp_path), space)
+    second = sweeper_for(tmp_path, [0.1, 0.2, 0.3], n_trials=6, n_jobs=1)
+    study = second.load_study(optuna, tmp_path)
+    second.run_trials(optuna, study, space)
+    margins = [t.params["method.margin"] for t in study.trials]
+    assert len(margins) == 6 and len(set(margins)) == 6, margins
+    # and the seed does decide the draws: a fresh study with the same seed replays the first invocation
+    fresh = sweeper_for(tmp_path / "fresh", [0.5, 0.6, 0.7], n_trials=3, n_jobs=1)
+    (tmp_path / "fresh").mkdir()
+    replay = fresh.load_study(optuna, tmp_path / "fresh")
+    fresh.run_trials(optuna, replay, space)
+    assert [t.params["method.margin"] for t in replay.trials] == margins[:3]
+
+
+def test_the_searches_maximize_and_report_the_largest_value(tmp_path):
+    """hparams_search/_common.yaml's direction reaches the study: the best trial is the one with the largest
+    validation accuracy, in the study and in best_params.yaml."""
+    cfg = compose(["hparams_search=quickstart"], output_dir=tmp_path)
+    sweeper = MchadOptunaSweeper(**{k: v for k, v in cfg.hydra.sweeper.items() if not k.startswith("_")})
+    assert sweeper.settings.direction == "maximize"
+    sweeper.config = cfg
+    sweeper.launcher = FakeLauncher(tmp_path, [0.3, 0.9, 0.1, 0.5])
+    sweeper.validate_batch_is_legal = lambda batch: None
+    sweeper.settings.n_trials = 4
+    study = sweeper.load_study(optuna, tmp_path)
+    sweeper.run_trials(optuna, study, parse_search_space(sweeper.settings.params, []))
+    sweeper.report(optuna, study, tmp_path)
+    best = yaml.safe_load((tmp_path / "best_params.yaml").read_text())
+    assert (study.best_trial.number, study.best_value) == (1, 0.9)
+    assert (best["trial"], best["value"], best["direction"]) == (1, 0.9, "maximize")

@@ -104,3 +104,25 @@ def test_report_out_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "report").write_text("")
     process = run_module("mchad-report", str(tmp_path), "--out", str(tmp_path / "report"))
     assert_one_line_error(process, f"--out {tmp_path / 'report'} is a file")
+
+
+def test_data_verify_finds_a_flipped_byte_that_opening_does_not(tmp_path):
+    """prepare, then verify: one ok line per data set and exit 0; one flipped pixel bit (size and header intact,
+    so runs open the entry) makes verify name that entry and exit 1."""
+    data_dir = f"paths.data_dir={tmp_path}"
+    assert run_module("mchad-data", "prepare", "experiment=quickstart", data_dir).returncode == 0
+    good = run_module("mchad-data", "verify", "experiment=quickstart", data_dir)
+    assert good.returncode == 0, good.stderr
+    lines = good.stdout.splitlines()
+    assert len(lines) == 6 and all(": ok, " in line and "sha256 matches" in line for line in lines), good.stdout
+    assert "quickstart: id       digits/train: ok, 722 images" in good.stdout
+    images = tmp_path / "cache" / "digits-train-v1.npy"
+    content = bytearray(images.read_bytes())
+    content[-1] ^= 0x01
+    images.write_bytes(bytes(content))
+    bad = run_module("mchad-data", "verify", "experiment=quickstart", data_dir)
+    assert bad.returncode == 1
+    [damaged] = [line for line in bad.stdout.splitlines() if ": ok, " not in line]
+    assert damaged.startswith("quickstart: id       digits/train: content hash differs: digits-train-v1.npy")
+    assert "mchad-data prepare" in damaged
+    assert bad.stderr.strip() == "error: 1 of 6 cache entries are damaged or missing (see the lines above)"

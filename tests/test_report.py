@@ -4,6 +4,7 @@ and one incomplete run. Expected numbers are recomputed here with pandas, indepe
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import random
 import subprocess
@@ -352,3 +353,51 @@ def test_tables_leave_out_the_variant_column_when_no_run_has_one(cli_report):
     out, _ = cli_report
     assert "variant" not in (out / "summary.md").read_text()
     assert "variant" not in (out / "summary.tex").read_text()
+
+
+def test_long_row_names_are_wrapped_apart_and_the_legend_is_off_the_data(tmp_path):
+    """An ablation's long variant names: every box label in lines of at most 16 characters, no two labels overlapping
+    once drawn, and the legend outside the axes (it would hide points inside)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from mchad.report.stats import add_confidence_intervals
+
+    variants = [
+        [],
+        ["method.margin=8", "model.optimizer.lr=0.003"],
+        ["method.margin=8", "method.weight_center=0.05", "+trainer.max_epochs=2"],
+        ["model.optimizer.weight_decay=0.0005", "method.margin=16"],
+        ["method.margin=16", "model.optimizer.lr=0.0003", "data.batch_size=256"],
+    ]
+    for seed in (1, 2, 3):
+        for index, overrides in enumerate(variants):
+            _ablation_run(tmp_path, overrides, seed, auroc=0.70 + index / 20 + seed / 100)
+    results = load_results(tmp_path)
+    summary = add_confidence_intervals(summarize(results), results)
+    figure = auroc_boxplot(results, "cifar10", intervals=summary)
+    FigureCanvasAgg(figure).draw()
+    axes = figure.axes[0]
+
+    labels = axes.get_xticklabels()
+    expected = {"gmchad" + variant + "distance" for variant in summary["variant"]}
+    assert {label.get_text().replace("\n", "") for label in labels} == expected and len(labels) == len(variants)
+    assert max(len(line) for label in labels for line in label.get_text().split("\n")) <= 16
+    boxes = [label.get_window_extent() for label in labels]
+    for left, right in itertools.pairwise(boxes):
+        assert left.x1 < right.x0, (left, right)
+    assert all(figure.bbox.x0 <= box.x0 and box.x1 <= figure.bbox.x1 for box in boxes)
+    (legend,) = figure.legends
+    legend_box, data_box = legend.get_window_extent(), axes.get_window_extent()
+    assert not legend_box.overlaps(data_box) and legend_box.x1 <= figure.bbox.x1
+    assert [text.get_text() for text in legend.get_texts()] == ["seed 1", "seed 2", "seed 3", "mean, 95% bootstrap CI"]
+
+
+def test_wrap_label_breaks_after_separators_keeps_numbers_whole_and_cuts_what_has_no_break():
+    from mchad.report.plots import wrap_label
+
+    assert wrap_label("mchad") == ["mchad"]
+    assert wrap_label("method.margin=8,method.weight_center=0.05,+trainer.max_epochs=2") == [
+        "method.margin=8,", "method.weight_", "center=0.05,", "+trainer.max_", "epochs=2",
+    ]  # fmt: skip
+    assert wrap_label("a" * 40) == ["a" * 16, "a" * 16, "a" * 8]
+    assert wrap_label("one two three four five", width=9) == ["one two", "three", "four five"]

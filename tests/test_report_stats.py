@@ -25,7 +25,14 @@ from test_report import latex_rows, result_row, write_csv
 
 from mchad.cli.report import main
 from mchad.report import auroc_boxplot, load_results, summarize
-from mchad.report.stats import add_confidence_intervals, mark_best, paired_tests
+from mchad.report.stats import (
+    add_confidence_intervals,
+    cd_blocks,
+    cd_figure,
+    mark_best,
+    nemenyi_critical_distance,
+    paired_tests,
+)
 
 DATASETS = ("cifar10", "svhn")
 METHOD_SCORES = {"mchad": ("distance",), "softmax": ("msp", "energy")}
@@ -199,7 +206,7 @@ def test_stdout_shows_intervals_tests_and_the_cd_diagram(report):
 
 
 def test_one_data_set_and_two_rows_still_draw_the_cd_diagram(sweep, tmp_path, capsys):
-    """With one data set the blocks are its OOD sets; with two rows autorank's two-population path is used."""
+    """With one data set the blocks are its OOD sets; two rows are ranked like more (Wilcoxon instead of Friedman)."""
     dirs = [str(sweep / "cifar10-mchad"), str(sweep / "cifar10-softmax")]
     assert main([*dirs, "--out", str(tmp_path), "--stats", "--score", "distance", "--score", "softmax=msp"]) == 0
     stdout = capsys.readouterr().out
@@ -213,7 +220,7 @@ def test_too_few_blocks_skip_the_cd_diagram_with_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "out"), "--stats"]) == 0
     captured = capsys.readouterr()
     (line,) = [line for line in captured.out.splitlines() if "CD diagram" in line]
-    assert line.startswith("CD diagram skipped: autorank needs at least 5 blocks") and "3 (dataset, OOD set)" in line
+    assert line.startswith("CD diagram skipped: it needs at least 5 blocks") and "3 (dataset, OOD set)" in line
     assert not (tmp_path / "out" / "cd_diagram.png").exists() and "Traceback" not in captured.err
 
 
@@ -268,7 +275,8 @@ def test_intervals_in_memory_equal_scipy_and_the_box_plot_draws_them_with_seed_c
     summary = add_confidence_intervals(summarize(results), results)
     raw = raw_results(sweep)
     runs = raw[raw["dataset"] == "svhn"].groupby(["method", "score", "seed"])["AUROC"].mean() * 100
-    axes = auroc_boxplot(results, "svhn", intervals=summary).axes[0]
+    auroc_figure = auroc_boxplot(results, "svhn", intervals=summary)
+    axes = auroc_figure.axes[0]
     labels = [tick.get_text() for tick in axes.get_xticklabels()]
     (means,) = [line for line in axes.lines if line.get_marker() == "D"]
     by_box = []
@@ -287,7 +295,7 @@ def test_intervals_in_memory_equal_scipy_and_the_box_plot_draws_them_with_seed_c
         np.testing.assert_allclose(np.sort(points.get_offsets()[:, 1]), np.sort(values.to_numpy()), rtol=1e-12)
         by_box.append({seed: tuple(colour) for seed, colour in zip(values.index, points.get_facecolors(), strict=True)})
     assert all(colours == by_box[0] for colours in by_box) and len(set(by_box[0].values())) == len(SEEDS)
-    assert [text.get_text() for text in axes.get_legend().get_texts()] == [
+    assert [text.get_text() for text in auroc_figure.legends[0].get_texts()] == [
         *(f"seed {seed}" for seed in SEEDS),
         "mean, 95% bootstrap CI",
     ]
@@ -305,15 +313,69 @@ def test_identical_rows_are_not_different_with_p_one(sweep):
     assert mark_best(summary, pairs)["vs_best"].tolist() == ["best", "n.s."]
 
 
-def test_stats_without_autorank_is_one_error_line(sweep, tmp_path, monkeypatch, capsys):
+def test_stats_without_the_stats_extra_is_one_error_line(sweep, tmp_path, monkeypatch, capsys):
     import mchad.report
 
-    monkeypatch.setitem(sys.modules, "autorank", None)  # what `import autorank` meets when it is not installed
+    monkeypatch.setitem(sys.modules, "scikit_posthocs", None)  # what its import meets when it is not installed
     monkeypatch.delitem(sys.modules, "mchad.report.stats", raising=False)
     monkeypatch.delattr(mchad.report, "stats", raising=False)
     with pytest.raises(SystemExit) as exit_info:
         main([str(sweep), "--out", str(tmp_path), "--stats"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == (
-        "error: --stats needs the package autorank, which is not installed: pip install autorank statsmodels\n"
+        "error: --stats needs the package scikit_posthocs, which is not installed: pip install 'mchad[stats]'\n"
+    )
+
+
+# Demšar (2006), table 5a: critical values of the two-tailed Nemenyi test at alpha = 0.05 (the studentized range
+# statistic divided by sqrt 2), k = 2 .. 10 classifiers
+DEMSAR_Q_005 = {2: 1.960, 3: 2.343, 4: 2.569, 5: 2.728, 6: 2.850, 7: 2.949, 8: 3.031, 9: 3.102, 10: 3.164}
+
+
+@pytest.mark.parametrize("k", sorted(DEMSAR_Q_005))
+def test_nemenyi_critical_distance_equals_demsars_table(k):
+    for n_blocks in (5, 10, 14):
+        q_alpha = nemenyi_critical_distance(k, n_blocks) / np.sqrt(k * (k + 1) / (6 * n_blocks))
+        # the table's three decimals (it prints 2.343 for k = 3, where the quantile is 2.3437)
+        assert q_alpha == pytest.approx(DEMSAR_Q_005[k], abs=1e-3)
+
+
+def test_cd_diagram_draws_the_mean_ranks_and_critical_distance_computed_independently(sweep):
+    """The diagram of 3 rows over 10 (dataset, OOD set) blocks, checked against ranks, Friedman's statistic and CD
+    recomputed here from the CSV files."""
+    raw = raw_results(sweep)
+    means = (
+        raw.groupby(["dataset", "ood_dataset", "method", "score"])["AUROC"].mean().mul(100).unstack(["method", "score"])
+    )
+    ranks = np.array([stats.rankdata(-block) for block in means.to_numpy()])  # 1 = highest AUROC
+    mean_rank = dict(zip((f"{m} {s}" for m, s in means.columns), ranks.mean(axis=0), strict=True))
+    n, k = ranks.shape
+    friedman = 12 * n / (k * (k + 1)) * (np.sum(ranks.mean(axis=0) ** 2) - k * (k + 1) ** 2 / 4)
+    critical = DEMSAR_Q_005[k] * np.sqrt(k * (k + 1) / (6 * n))
+
+    figure, line = cd_figure(*cd_blocks(load_results(sweep)))
+    axes = figure.axes[0]
+    drawn = {}
+    for text in axes.texts:  # "mchad distance (1.20)" left, "(3.00) softmax msp" right, "CD = 1"
+        label = text.get_text()
+        if "(" in label:
+            name = label.split(" (")[0] if not label.startswith("(") else label.split(") ", 1)[1]
+            drawn[name] = float(label.split("(")[1].split(")")[0])
+    assert drawn == {name: pytest.approx(rank, abs=0.005) for name, rank in mean_rank.items()}
+    # the rank markers sit at the exact mean ranks
+    markers = sorted(float(c.get_offsets()[0, 0]) for c in axes.collections)
+    assert markers == pytest.approx(sorted(mean_rank.values()), abs=1e-12)
+    # the CD bar (the horizontal line above the axis) is as long as the critical distance
+    (bar,) = [line for line in axes.lines if np.allclose(line.get_ydata(), 0.5)]
+    assert np.ptp(bar.get_xdata()) == pytest.approx(critical, rel=5e-4)
+    # rows within the critical distance share a bar, the others do not: here mchad distance and softmax energy
+    bars = [ln for ln in axes.lines if np.ptp(ln.get_ydata()) == 0 and ln.get_ydata()[0] < 0 and len(ln.get_xdata()) > 1
+            and np.ptp(ln.get_xdata()) > 0 and ln.get_linewidth() == 2]  # fmt: skip
+    joined = sorted(sorted(float(x) for x in ln.get_xdata()) for ln in bars)
+    close = sorted(r for r in mean_rank.values() if abs(r - min(mean_rank.values())) <= critical)
+    assert joined == [pytest.approx(close, abs=1e-12)] and len(close) == 2
+    p_value = stats.chi2.sf(friedman, k - 1)
+    assert line == (
+        f"CD diagram: mean AUROC ranks of 3 rows over 10 (dataset, OOD set) blocks, Friedman p = {p_value:.2g}, "
+        f"Nemenyi CD = {critical:.2f}"
     )

@@ -28,6 +28,7 @@ def make_row(ood_dataset: str = "svhn", score: str = "distance", group: str = "f
         "n_id": 10000,
         "n_ood": 26032,
         "epochs": 10,
+        "debug": "",
         "run_dir": "logs/runs/x",
     }
 
@@ -35,7 +36,7 @@ def make_row(ood_dataset: str = "svhn", score: str = "distance", group: str = "f
 def test_columns_in_design_order():
     assert RESULT_COLUMNS == (
         "experiment", "method", "dataset", "ood_dataset", "group", "score", "seed", "Accuracy",
-        "AUROC", "AUPR-IN", "AUPR-OUT", "FPR95", "n_id", "n_ood", "epochs", "run_dir",
+        "AUROC", "AUPR-IN", "AUPR-OUT", "FPR95", "n_id", "n_ood", "epochs", "debug", "run_dir",
     )  # fmt: skip
 
 
@@ -47,6 +48,18 @@ def test_round_trip(tmp_path):
     assert list(frame.columns) == list(RESULT_COLUMNS)
     assert frame.to_dict("records") == rows
     assert sorted(os.listdir(path.parent)) == ["results.csv"]
+
+
+def test_a_file_written_before_the_debug_column_reads_as_a_real_run(tmp_path):
+    row = make_row()
+    path = tmp_path / "results.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[c for c in RESULT_COLUMNS if c != "debug"])
+        writer.writeheader()
+        writer.writerow({k: v for k, v in row.items() if k != "debug"})
+    frame = read_results(path)
+    assert list(frame.columns) == list(RESULT_COLUMNS) and frame.to_dict("records") == [row]
+    assert results_complete(path), "a finished run of an older version is not run again"
 
 
 def test_missing_and_unknown_columns_raise(tmp_path):

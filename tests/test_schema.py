@@ -89,6 +89,7 @@ BAD = [
     ([QUICK, "data.val_size=-0.1"], "data.val_size="),
     ([QUICK, "data.val_size=1.5"], "data.val_size="),
     ([QUICK, "data.val_size=abc"], "data.val_size="),
+    ([QUICK, "data.val_size=1.0"], "data.val_size="),
     ([QUICK, "data.crop_padding=-1"], "data.crop_padding="),
     ([QUICK, "data.crop_padding=1.5"], "data.crop_padding="),
     ([QUICK, "data.flip=1"], "data.flip="),
@@ -129,6 +130,7 @@ BAD = [
     ([QUICK, "trainer.benchmark=1"], "trainer.benchmark="),
     ([QUICK, "trainer.fast_dev_run=-1"], "trainer.fast_dev_run="),
     ([QUICK, "trainer.overfit_batches=2.5"], "trainer.overfit_batches="),
+    ([QUICK, "+trainer.max_epoch=3"], "trainer.max_epoch="),
     # method
     ([QUICK, "method.n_embedding=2.5"], "method.n_embedding="),
     ([QUICK, "method.n_embedding=0"], "method.n_embedding="),
@@ -228,13 +230,29 @@ def test_missing_threads_counts_as_null():
 @pytest.mark.parametrize(
     "overrides,expected",
     [
-        ([QUICK, "seed=abc"], "seed='abc' is not an integer: give a whole number >= 0, e.g. seed=1"),
+        ([QUICK, "seed=abc"], "seed='abc' is not an integer: use a whole number in [0, 4294967295], e.g. seed=1"),
         (
             [QUICK, "trainer.max_epochs=0"],
             "trainer.max_epochs=0 must be at least 1: train for one epoch or more (trainer.max_epochs=10)",
         ),
         ([QUICK, "method.n_embedding=2.5"], "method.n_embedding=2.5 is not an integer: "),
         ([QUICK, "data.flip=1"], "data.flip=1 is not a boolean: use data.flip=true or data.flip=false"),
+        (
+            [QUICK, "data.val_size=1.0"],
+            "data.val_size=1.0 must be a fraction in (0, 1) or a whole count >= 1 (1.0 is neither: write 1 for one image)",
+        ),
+        (
+            [QUICK, "+trainer.max_epoch=3"],
+            "trainer.max_epoch=3 is not a known key: remove it or fix its spelling (known here: accelerator, strategy,",
+        ),
+        (
+            [QUICK, "model.backbone.drop_rate=1.0"],
+            "model.backbone.drop_rate=1.0 must be less than 1: use a dropout probability in [0, 1)",
+        ),
+        (
+            [QUICK, "data.batch_size=0"],
+            "data.batch_size=0 must be at least 1: use a whole number >= 1, e.g. data.batch_size=128",
+        ),
     ],
 )
 def test_message_wording(overrides, expected):
@@ -283,7 +301,7 @@ class FreeMethod(MCHAD):
 )
 def test_a_new_method_is_checked_by_its_signature(arguments, key):
     node = {"name": "free", "_target_": f"{__name__}.FreeMethod", "n_classes": 10, "n_embedding": 16, **arguments}
-    base, keys = TARGET_NODES[("method",)]
+    base, keys, _ = TARGET_NODES[("method",)]
     with pytest.raises(ConfigError) as caught:
         check_arguments(node, ("method",), base, keys)
     assert str(caught.value).startswith(key), caught.value

@@ -69,9 +69,9 @@ def named(dirs: dict[str, Path], *parts: str) -> Path:
 def check_report(sweep_dir: Path, out: Path) -> None:
     """``mchad-report`` over the sweep: one quickstart row of two seeds, whose numbers are recomputed
     here from the runs' results.csv (percent, mean over OOD sets per run, then mean and std over runs)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "mchad.cli.report", str(sweep_dir), "--out", str(out)], capture_output=True, text=True
-    )
+    # the runs are debug=limit smoke tests, which a report leaves out unless asked
+    command = [sys.executable, "-m", "mchad.cli.report", str(sweep_dir), "--out", str(out), "--include-debug"]
+    result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     summary = pd.read_csv(out / "summary.csv")
     assert len(summary) == 1, summary

@@ -22,11 +22,11 @@ DOC = ROOT / "docs" / "architecture.md"
 BEGIN, END = "<!-- module graph: begin (tools/module_graph.py) -->", "<!-- module graph: end -->"
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("errors",)),
+    ("foundation", ("errors", "files")),
     ("config", ("config", "schema")),
     ("data", ("data",)),
     ("model", ("nn", "methods")),
-    ("training loop", ("module", "visualize")),
+    ("training loop", ("module", "progress", "visualize")),
     ("evaluation", ("evaluation",)),
     ("runs and results", ("train", "rundir", "loggers")),
     ("report", ("report",)),

@@ -1,22 +1,17 @@
-"""The benchmark harness's own arithmetic: the seeds-per-device aggregation, best-of summaries, the vmapped members,
+"""The benchmark harness's own arithmetic: the seeds-per-device aggregation, best-of summaries,
 the metrics benchmark's ratio to np.sort."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import statistics
 
 import pytest
-import torch
-from torch.func import functional_call, stack_module_state, vmap
 
 from bench import metrics as metrics_benchmark
 from bench.options import make_options
 from bench.report import Result, format_rounds
-from bench.seeds_per_device import Member, aggregate_rate
-from mchad.methods.mchad import MCHAD
-from mchad.nn.wrn import WideResNet
+from bench.seeds_per_device import aggregate_rate
 
 
 def test_aggregate_rate_counts_the_steps_inside_the_common_window():
@@ -45,29 +40,6 @@ def test_best_summary_takes_the_best_round_not_the_median():
     assert result.figures()["ratio_best"] == 1.8
     assert Result("x", "t", "images/s", True, rounds, {}).ratio == 1.5
     assert "seeds" in format_rounds(result) and " best " in format_rounds(result)
-
-
-def test_vmapped_members_give_each_member_its_own_loss_and_gradients():
-    """What the vmap curve times is k independent trainings: stacked losses and gradients equal per-member ones."""
-    members = []
-    for seed in range(3):
-        torch.manual_seed(seed)
-        members.append(Member(WideResNet(10, 1, 0.0, 10), MCHAD(10, 10, weight_oe=1e-3, margin=2.0)))
-    separate = copy.deepcopy(members)
-    params, buffers = stack_module_state(members)
-    template = copy.deepcopy(members[0]).to("meta")
-    x, y = torch.randn(16, 3, 32, 32), torch.cat([torch.arange(12) % 10, torch.full((4,), -1)])
-    losses = vmap(lambda p, b: functional_call(template, (p, b), (x, y)), randomness="different")(params, buffers)
-    losses.sum().backward()
-    for j, member in enumerate(separate):
-        loss = member(x, y)
-        loss.backward()
-        torch.testing.assert_close(losses[j], loss)
-        for name, parameter in member.named_parameters():
-            torch.testing.assert_close(params[name].grad[j], parameter.grad, rtol=1e-4, atol=1e-5)
-        # BatchNorm's running statistics too
-        for name, buffer in member.named_buffers():
-            torch.testing.assert_close(buffers[name][j], buffer)
 
 
 def test_metrics_benchmark_reports_ours_against_one_np_sort_per_round():

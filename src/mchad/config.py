@@ -13,7 +13,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from mchad.errors import ConfigError
+from mchad.errors import ConfigError, command
 
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 """The project's config tree; shipped inside the package, so an installed copy runs from any directory
@@ -41,6 +41,26 @@ def options(group: str, config_dirs: Sequence[Path] = ()) -> list[str]:
     )
 
 
+ALL_DETECTORS = "all"
+"""``detectors=all``: every option of ``config/detectors`` (and of ``--config-dir``) that applies to the method."""
+
+
+def expand_detectors(overrides: Sequence[str], config_dirs: Sequence[Path] = ()) -> list[str]:
+    """``detectors=all`` as the list of every detector option, plus ``detectors_all=true``, which makes
+    the run skip the detectors that do not apply to its method instead of refusing them.
+
+    The list is read from the config folders here, at the command line, so that
+    ``detectors.knn.detector.k=10`` beside ``detectors=all`` overrides a key Hydra composed.
+    """
+    expanded = []
+    for override in overrides:
+        if override.lstrip("+") == f"detectors={ALL_DETECTORS}":
+            expanded += [f"detectors=[{','.join(options('detectors', config_dirs))}]", "detectors_all=true"]
+        else:
+            expanded.append(override)
+    return expanded
+
+
 def check_overrides(overrides: Sequence[str], config_dirs: Sequence[Path] = ()) -> None:
     """Raise a one-line :class:`ConfigError` for an override that names an unknown group option.
 
@@ -51,8 +71,10 @@ def check_overrides(overrides: Sequence[str], config_dirs: Sequence[Path] = ()) 
         key = key.lstrip("+~")
         if not sep or key not in groups(config_dirs) or value in ("", "null"):
             continue
-        choices = value.removeprefix("choice(").removesuffix(")").split(",")
-        known = options(key, config_dirs)
+        if value.startswith("[") and value.endswith("]"):  # several options of one group: detectors=[knn,vim]
+            value = value[1:-1]
+        choices = [c for c in value.removeprefix("choice(").removesuffix(")").split(",") if c.strip()]
+        known = options(key, config_dirs) + ([ALL_DETECTORS] if key == "detectors" else [])
         for choice in (c.strip() for c in choices):
             if choice not in known:
                 raise ConfigError(f"unknown {key} '{choice}': choose one of {', '.join(known)}")
@@ -61,7 +83,7 @@ def check_overrides(overrides: Sequence[str], config_dirs: Sequence[Path] = ()) 
 def compose(
     overrides: Sequence[str] = (), output_dir: str | Path | None = None, config_dirs: Sequence[Path] = ()
 ) -> DictConfig:
-    """Compose the project config as ``run.py`` would, with the ``hydra:`` resolvers working.
+    """Compose the project config as ``mchad-train`` would, with the ``hydra:`` resolvers working.
 
     Args:
         overrides: command-line style overrides, e.g. ``["experiment=quickstart", "seed=3"]``.
@@ -71,6 +93,7 @@ def compose(
     Raises:
         ConfigError: one line for an unknown group option, key or malformed value.
     """
+    overrides = expand_detectors(overrides, config_dirs)
     check_overrides(overrides, config_dirs)
     # the command line's own hydra.searchpath, if any, is among config_dirs already
     overrides = [o for o in overrides if not o.startswith("hydra.searchpath=")]
@@ -86,7 +109,7 @@ def compose(
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         hint = next((line for line in lines if line.startswith("To append")), "")
         raise ConfigError(
-            f"{lines[0].rstrip('.')}: check the key's spelling ({hint or 'python run.py --cfg job prints every key'})"
+            f"{lines[0].rstrip('.')}: check the key's spelling ({hint or command('train') + ' --cfg job prints every key'})"
         ) from None
     with open_dict(cfg):
         cfg.hydra.runtime.cwd = str(Path.cwd())

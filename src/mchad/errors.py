@@ -3,8 +3,12 @@
 Everything the user gave (command line, config values, data, checkpoints, directories)
 that is wrong raises :class:`ConfigError` before training starts; the command-line
 entry points print its message on one line and exit with status 2. Any other exception
-is a bug or an environment failure and exits with status 1.
+is a bug or an environment failure and exits with status 1. Messages name the command the
+user ran (:func:`command`).
 """
+
+import sys
+from pathlib import Path
 
 
 class ConfigError(ValueError):
@@ -13,3 +17,19 @@ class ConfigError(ValueError):
 
 class TrainingDiverged(ConfigError):
     """A loss term became NaN or infinite; the fix lies in the config (learning rate, data)."""
+
+
+CHECKOUT_SCRIPTS = {"train": "run.py", "eval": "eval.py"}
+"""The scripts at the root of a source checkout, by the console script they stand for (``mchad-<tool>``)."""
+
+
+def command(tool: str) -> str:
+    """How the user runs ``tool`` (``train``, ``eval``, ``data``, ``report``), for messages and written files.
+
+    ``python run.py`` / ``python eval.py`` when this process was started from a source
+    checkout's scripts, else the installed console script ``mchad-<tool>``.
+    """
+    started_from = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    if tool in CHECKOUT_SCRIPTS and started_from in CHECKOUT_SCRIPTS.values():
+        return f"python {CHECKOUT_SCRIPTS[tool]}"
+    return f"mchad-{tool}"

@@ -1,14 +1,14 @@
 """Loggers that a resumed run continues instead of restarting, the optional trackers, and what a run tells them.
 
 Lightning's CSV logger deletes an existing ``metrics.csv`` when it starts, so a run resumed
-from its checkpoint would lose the rows of the epochs before the kill. :class:`CSVLogger`
-appends to the file instead, keeping its columns (TensorBoard needs nothing: a resumed
+from its checkpoint would lose the rows of the epochs before the kill. :class:`CSVLogger`, a
+small logger of its own, appends to the file instead, keeping its columns (TensorBoard needs nothing: a resumed
 run writes a new event file beside the old ones, with the step counts from the checkpoint).
 
 The trackers (``logger=mlflow``, ``logger=wandb``, docs/trackers.md) are Lightning's own
-loggers, made fit for run directories: :class:`MLFlowLogger` (a local file store without
-SQLAlchemy, one experiment shared by concurrent sweep jobs) and :class:`WandbLogger` each
-continue the tracker run of a resumed run directory. Lightning logs the per-epoch metrics;
+loggers, made fit for run directories: :class:`MLFlowLogger` (a local SQLite store that
+concurrent sweep jobs share, the resolved config as params once each) and :class:`WandbLogger`
+each continue the tracker run of a resumed run directory. Lightning logs the per-epoch metrics;
 :func:`log_config` gives them the resolved config when the loggers are made, and
 :func:`log_results` the final results table and the tested checkpoint after ``results.csv``
 is written. Their packages are optional extras: :func:`check_packages` turns a missing one
@@ -18,19 +18,21 @@ into a one-line error before anything runs; importing this module needs neither.
 from __future__ import annotations
 
 import csv
+import fcntl
 import importlib.util
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from lightning_fabric.loggers.logger import rank_zero_experiment
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.loggers import csv_logs
+from pytorch_lightning.loggers import Logger
 from pytorch_lightning.loggers import mlflow as lightning_mlflow
 from pytorch_lightning.loggers import wandb as lightning_wandb
+from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
 
 from mchad.errors import ConfigError
@@ -38,25 +40,84 @@ from mchad.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-class AppendingExperimentWriter(csv_logs.ExperimentWriter):
-    """Keeps an existing ``metrics.csv`` and its header; new columns rewrite the header, as Lightning does."""
+class CSVLogger(Logger):
+    """Every logged scalar in ``<save_dir>/<name>/metrics.csv``: one row per logging step, a ``step`` column and one
+    column per metric (sorted), as Lightning's CSV logger writes it; a run resumed from its checkpoint appends.
 
-    def _check_log_dir_exists(self) -> None:
-        if self._fs.isfile(self.metrics_file_path):
-            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
-                self.metrics_keys = sorted(next(csv.reader(file), []))
+    Written here because Lightning's ``CSVLogger`` deletes an existing ``metrics.csv`` when it starts (its warning
+    "Previous log files in this directory will be deleted") and has no public switch to keep it: a resumed run would
+    lose the rows of the epochs before the kill. Hyperparameters are not written (``config.yaml`` holds them).
+    """
 
+    METRICS_FILE = "metrics.csv"
 
-class CSVLogger(csv_logs.CSVLogger):
-    """``pytorch_lightning.loggers.CSVLogger`` that appends to the run's ``metrics.csv`` on resume."""
+    def __init__(self, save_dir: str | Path, name: str = "csv", version: str = "", flush_logs_every_n_steps: int = 100):
+        super().__init__()
+        self.root, self.folder, self.run_version = Path(save_dir), name, version
+        self.flush_every = flush_logs_every_n_steps
+        self.pending: list[dict[str, Any]] = []
 
     @property
-    @rank_zero_experiment
-    def experiment(self) -> AppendingExperimentWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = AppendingExperimentWriter(log_dir=self.log_dir)
-        return self._experiment
+    def name(self) -> str:
+        return self.folder
+
+    @property
+    def version(self) -> str:
+        return self.run_version
+
+    @property
+    def save_dir(self) -> str:
+        return str(self.root)
+
+    @property
+    def log_dir(self) -> str:
+        return str(self.root / self.folder / str(self.run_version))
+
+    @property
+    def metrics_path(self) -> Path:
+        return Path(self.log_dir) / self.METRICS_FILE
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        """Nothing: the run directory's ``config.yaml`` holds the whole config."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        row = {key: value.item() if hasattr(value, "item") else value for key, value in metrics.items()}
+        self.pending.append({**row, "step": step if step is not None else len(self.pending)})
+        if len(self.pending) >= self.flush_every:
+            self.save()
+
+    @rank_zero_only
+    def save(self) -> None:
+        """Append the pending rows; a metric the file has no column for yet rewrites it with the wider header."""
+        if not self.pending:
+            return
+        path = self.metrics_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kept: list[dict[str, Any]] = []
+        header: list[str] = []
+        if path.is_file():
+            with path.open(newline="") as file:
+                reader = csv.DictReader(file)
+                header = list(reader.fieldnames or [])
+                columns = sorted(set(header).union(*self.pending))
+                if columns != header:
+                    kept = list(reader)
+        else:
+            columns = sorted(set().union(*self.pending))
+        rewrite = columns != header
+        with path.open("w" if rewrite else "a", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=columns)
+            if rewrite:
+                writer.writeheader()
+                writer.writerows(kept)
+            writer.writerows(self.pending)
+        self.pending = []
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self.save()
 
 
 # --------------------------------------------------------------------------------------------
@@ -88,73 +149,131 @@ def tracker_run_name(run_dir: str | Path) -> str:
     return Path(run_dir).name
 
 
-def is_local_store(uri: str | None) -> bool:
-    """Whether an MLflow tracking URI is a folder (``file:...`` or a plain path), MLflow's file store."""
-    return not uri or uri.startswith("file:") or ("://" not in uri and not uri.startswith(("databricks", "sqlite")))
+SQLITE_PREFIX = "sqlite:///"
+ARTIFACTS_FOLDER = "mlartifacts"
+"""Beside a SQLite store: the folder its experiments keep their artifacts in (``mlflow server``'s name for it)."""
+
+MAX_PARAMS_PER_BATCH = 100
+MAX_PARAM_VALUE_LENGTH = 6000
+"""MLflow's limits on ``log-batch`` (its REST API reference): params per request, characters of a param value."""
+
+
+def sqlite_path(uri: str | None) -> Path | None:
+    """The database file of a ``sqlite:///<path>`` tracking URI (relative or, with a fourth slash, absolute)."""
+    return Path(uri[len(SQLITE_PREFIX) :]) if uri and uri.startswith(SQLITE_PREFIX) else None
+
+
+@contextmanager
+def store_lock(uri: str | None) -> Iterator[None]:
+    """Held while a SQLite store is opened: the first open creates the tables, and MLflow's migrations fail
+    ("table ... already exists") when sweep jobs that start together run them at once. The lock is an ``flock``
+    on the database's folder, so nothing is left behind and a killed holder releases it."""
+    database = sqlite_path(uri)
+    if database is None:
+        yield
+        return
+    database.parent.mkdir(parents=True, exist_ok=True)
+    folder = os.open(database.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)
 
 
 class MLFlowLogger(lightning_mlflow.MLFlowLogger):
-    """``pytorch_lightning.loggers.MLFlowLogger`` for a run directory.
+    """``pytorch_lightning.loggers.MLFlowLogger`` for a run directory, through the public API only (its
+    constructor's ``run_id`` and ``artifact_location``, its ``experiment`` client, ``mlflow.MlflowClient``).
 
-    * A local folder as tracking URI (the default, ``file:<log_dir>/mlruns``) is MLflow's file
-      store, which MLflow 3 refuses unless ``MLFLOW_ALLOW_FILE_STORE=true``: this logger sets it.
-      The file store needs no SQLAlchemy (mlflow-skinny) and no server, and concurrent sweep
-      jobs write their runs side by side.
-    * Sweep jobs that start together create the experiment once (the loser of the race takes
-      the winner's).
-    * The MLflow run id is kept in ``<run_dir>/.mlflow_run_id``: a resumed run (killed, requeued)
-      continues its MLflow run instead of starting a second one.
+    * The store is a SQLite database (the default, ``sqlite:///<log_dir>/mlflow.db``, MLflow's recommended local
+      store): sweep jobs that start together open it one at a time (:func:`store_lock`) and create the experiment
+      once (the loser of the race takes the winner's). Its experiments keep their artifacts in ``mlartifacts/``
+      beside the database unless ``artifact_location`` says otherwise (MLflow's default would be ``./mlruns``
+      under whatever folder the run was started from).
+    * The MLflow run id is kept in ``<run_dir>/.mlflow_run_id``: a resumed run (killed, requeued) continues its
+      MLflow run instead of starting a second one, unless that run is not in this store (another
+      ``tracking_uri``), then a new one starts.
+    * The params are the resolved config with the command line's dotted keys, once each, logged by
+      :func:`log_config`; Lightning's own call with the module's hyperparameters (a part of the same config
+      under ``/``-joined names) is left out, so that no setting is a param twice.
     """
 
-    def __init__(self, run_dir: str | Path, run_name: str | None = None, tags: dict | None = None, **kwargs: Any):
+    def __init__(self, run_dir: str | Path, tracking_uri: str | None = None, experiment_name: str = "mchad",
+                 artifact_location: str | None = None, run_name: str | None = None, tags: dict | None = None,
+                 run_id: str | None = None, **kwargs: Any):  # fmt: skip
+        import mlflow
+
         self.run_dir = Path(run_dir)
-        if is_local_store(kwargs.get("tracking_uri")):
+        # without one, MLflow's own choice: MLFLOW_TRACKING_URI, else its default store
+        self.tracking_uri = tracking_uri or mlflow.get_tracking_uri()
+        if self.tracking_uri.startswith("file:"):
+            # MLflow 3 refuses its file store unless asked for it; whoever names one asks for it
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        database = sqlite_path(self.tracking_uri)
+        if artifact_location is None and database is not None:
+            artifact_location = (database.parent.absolute() / ARTIFACTS_FOLDER).as_uri()
+        self.experiment_name, self.artifact_location = experiment_name, artifact_location
         id_file = self.run_dir / MLFLOW_RUN_ID_FILE
-        if kwargs.get("run_id") is None and id_file.is_file():
-            kwargs["run_id"] = id_file.read_text().strip() or None
-        tags = {"run_dir": str(self.run_dir.absolute()), **(tags or {})}
-        super().__init__(run_name=run_name or tracker_run_name(self.run_dir), tags=tags, **kwargs)
+        if run_id is None and id_file.is_file():
+            run_id = id_file.read_text().strip() or None
+        with store_lock(self.tracking_uri):
+            if run_id is not None and not self.holds_run(run_id):
+                log.warning("MLflow run %s of %s is not in %s: starting a new one", run_id, self.run_dir,
+                            self.tracking_uri)  # fmt: skip
+                run_id = None
+            super().__init__(
+                experiment_name=experiment_name, run_name=run_name or tracker_run_name(self.run_dir),
+                tracking_uri=self.tracking_uri, tags={"run_dir": str(self.run_dir.absolute()), **(tags or {})},
+                artifact_location=artifact_location, run_id=run_id, **kwargs,
+            )  # fmt: skip
+        self.resumed, self.started = run_id is not None, False
+
+    def holds_run(self, run_id: str) -> bool:
+        """Whether the store has the MLflow run ``run_id``."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        try:
+            MlflowClient(self.tracking_uri).get_run(run_id)
+        except MlflowException:
+            return False
+        return True
 
     @property
     @rank_zero_experiment
     def experiment(self) -> Any:
-        if self._initialized:
-            return self._mlflow_client
-        from mlflow.exceptions import MlflowException
-
-        resumed = self._run_id is not None
-        if resumed:
-            try:
-                self._mlflow_client.get_run(self._run_id)
-            except MlflowException:
-                log.warning("MLflow run %s of %s is not in %s: starting a new one", self._run_id, self.run_dir,
-                            self._tracking_uri)  # fmt: skip
-                self._run_id, resumed = None, False
-        if not resumed and self._experiment_id is None:
-            self._experiment_id = self._shared_experiment()
+        if self.started:
+            return super().experiment
+        if not self.resumed:
+            self.shared_experiment()
         client = super().experiment
-        if resumed:
-            client.update_run(self._run_id, status="RUNNING")
+        self.started = True  # before reading run_id, which asks for the experiment again
+        if self.resumed:
+            client.update_run(self.run_id, status="RUNNING")
         elif self.run_dir.is_dir():
-            (self.run_dir / MLFLOW_RUN_ID_FILE).write_text(f"{self._run_id}\n")
+            (self.run_dir / MLFLOW_RUN_ID_FILE).write_text(f"{self.run_id}\n")
         return client
 
-    def _shared_experiment(self) -> str:
+    def shared_experiment(self) -> str:
         """The id of the experiment named ``experiment_name``, created if missing (once, whoever else tries)."""
         from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
 
-        client = self._mlflow_client
+        client = MlflowClient(self.tracking_uri)
         for attempt in range(3):
-            found = client.get_experiment_by_name(self._experiment_name)
+            found = client.get_experiment_by_name(self.experiment_name)
             if found is not None and found.lifecycle_stage != "deleted":
                 return found.experiment_id
             try:
-                return client.create_experiment(self._experiment_name, artifact_location=self._artifact_location)
+                return client.create_experiment(self.experiment_name, artifact_location=self.artifact_location)
             except MlflowException:
                 if attempt == 2:  # not a lost race: a deleted experiment of that name, a read-only store, ...
                     raise
         raise AssertionError("unreachable")
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any) -> None:
+        """Nothing: the run's params come from :func:`log_config` (the class docstring says why)."""
 
 
 def previous_wandb_id(save_dir: str | Path) -> str | None:
@@ -194,11 +313,22 @@ def log_config(loggers: Sequence[Any], cfg: DictConfig) -> None:
     resolved.pop("hydra", None)
     for logger in found:
         if isinstance(logger, lightning_mlflow.MLFlowLogger):
-            # MLflow refuses to change a param: a resumed run keeps its first start's (paths may differ)
-            logged = logger.experiment.get_run(logger.run_id).data.params
-            logger.log_hyperparams({k: v for k, v in flatten(resolved).items() if k not in logged})
+            log_params(logger.experiment, logger.run_id, flatten(resolved))
         else:
             logger.log_hyperparams(resolved)
+
+
+def log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
+    """Log ``params`` to the MLflow run ``run_id`` (``client``: an ``MlflowClient``), in batches MLflow accepts.
+
+    MLflow refuses to change a param, so a resumed run keeps its first start's values (paths may differ) and adds
+    only the keys that start did not log."""
+    from mlflow.entities import Param
+
+    logged = client.get_run(run_id).data.params
+    new = [Param(key, str(value)[:MAX_PARAM_VALUE_LENGTH]) for key, value in params.items() if key not in logged]
+    for start in range(0, len(new), MAX_PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=new[start : start + MAX_PARAMS_PER_BATCH])
 
 
 def metric_name(*parts: Any) -> str:

@@ -178,6 +178,9 @@ class OODModule(pl.LightningModule):
         # (step, term index, value) of the first non-finite loss term; step -1 = none yet
         self._nonfinite: Tensor | None = None
         self._term_names: list[str] = []
+        #: post-hoc detectors scored in the same test pass, from the same forward
+        #: (:class:`mchad.evaluation.detectors.DetectorBank`, set by the run for testing); None = none
+        self.detectors: Any = None
 
     def forward(self, x: Tensor) -> Outputs:
         return self.method(self.backbone(x))
@@ -307,10 +310,16 @@ class OODModule(pl.LightningModule):
 
     def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         x, y = batch
-        z = self.backbone(self.augment(x, train=False))
+        x = self.augment(x, train=False)
+        if self.detectors is None:
+            z, detector_scores = self.backbone(x), {}
+        else:
+            z, detector_scores = self.detectors.score_batch(self.backbone, self.method, x)
         if self.hparams.projector:
             self._keep_embeddings(dataloader_idx, z, y)
-        return self._scores_of_batch(self.method(z), y, dataloader_idx)
+        step = self._scores_of_batch(self.method(z), y, dataloader_idx)
+        step["scores"] = {**step["scores"], **{k: v for k, v in detector_scores.items() if k not in step["scores"]}}
+        return step
 
     def on_test_epoch_end(self) -> None:
         if self._embeddings:

@@ -27,6 +27,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mchad.errors import ConfigError
+from mchad.files import atomic_write, remove_parts
 
 LOCK_FILE = ".lock"
 FINGERPRINT_FILE = "fingerprint.yaml"
@@ -37,7 +38,10 @@ NOT_IN_FINGERPRINT = (
     "data.outliers.root", "trainer.log_every_n_steps", "trainer.enable_progress_bar", "trainer.enable_model_summary",
     "model.embedding_plots", "model.projector",
 )  # fmt: skip
-"""Keys that change where things are read and written or what is shown, never a number."""
+"""Keys that change where things are read and written or what is shown, never a number. Every other
+key is in the fingerprint, ``trainer.*`` included (``max_epochs``, ``limit_*_batches``, ``precision``,
+``devices``: the number of DDP processes changes the global batch, ``accelerator``: CPU and GPU
+kernels round differently)."""
 
 
 @contextmanager
@@ -134,7 +138,8 @@ def remove_unfinished(run_dir: Path) -> None:
 
 def remove_orphans(run_dir: Path) -> None:
     """Delete temporary files that a killed writer left behind (the caller holds the lock)."""
-    for orphan in run_dir.glob(".*.tmp"):
+    remove_parts(run_dir)
+    for orphan in run_dir.glob(".*.tmp"):  # results.csv's and the sweep job's
         orphan.unlink(missing_ok=True)
 
 
@@ -156,7 +161,10 @@ def code_version() -> dict[str, Any]:
 
 
 def peak_host_memory_mb() -> float:
-    """This process's peak resident memory (VmHWM), in MB."""
+    """This process's peak resident memory (VmHWM), in MB.
+
+    ``VmHWM`` belongs to the address space, which ``exec`` replaces, whereas ``ru_maxrss``
+    survives ``exec`` and would report a spawning parent's peak."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
@@ -196,8 +204,5 @@ def installed_packages() -> dict[str, str]:
 
 
 def write_provenance(run_dir: Path, record: dict[str, Any]) -> None:
-    """Write ``provenance.json`` atomically, readable by everyone the umask allows."""
-    path = run_dir / PROVENANCE_FILE
-    tmp = run_dir / f".{PROVENANCE_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(record, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
+    """Write ``provenance.json`` atomically."""
+    atomic_write(run_dir / PROVENANCE_FILE, json.dumps(record, indent=1, default=str) + "\n")

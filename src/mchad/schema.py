@@ -7,36 +7,31 @@ a bool field refuses ``1`` and ``"yes"``; a float field takes ints, and refuses 
 unless the field says otherwise. The first problem becomes one :class:`~mchad.errors.ConfigError`
 line ``<key>=<bad value> <what is wrong>: <how to fix>``.
 
-How the schema is built:
+Every range lives on its field, and so does the "how to fix" half of the message: a field's
+``description`` when it has one (``{key}`` stands for the full key), else it is derived from
+the field's type, bounds and default (:func:`fix_for`: ``use a whole number >= 1, e.g.
+data.batch_size=128``). Two kinds of node:
 
-* Fixed parts of the config are pydantic models, one per node: :class:`RunConfig` (top
-  level), :class:`ModelConfig`, :class:`DataConfig` (with :class:`Outliers`),
-  :class:`TestSet` (each ``testsets`` entry) and :class:`TrainerConfig`. Ranges are
-  ``Field`` constraints on small named types (``PositiveInt``, ``Finite`` ...). Values that
-  may take several forms (``data.val_size``: a fraction or a count; ``trainer.devices``;
-  ``trainer.limit_*_batches`` ...) are :func:`rule` types: a strict union that fails with
-  ONE description instead of one error per union member. Choices that live in heavy
-  modules (``trainer.precision`` from Lightning) are :func:`choice` types, looked up at first use.
-* Nodes that are constructor arguments of a ``_target_`` class, ``method``,
-  ``model.backbone``, ``model.optimizer`` and ``model.scheduler``, are validated against the class's ``__init__`` signature: its
-  annotations give the types (:func:`arguments_schema` turns the signature into a model),
-  :data:`ARGUMENT_RULES` adds the ranges by parameter name, and :data:`ARGUMENT_ORDER` the
-  few relations between two arguments. A new method gets its type checks for free, and its
-  ranges by naming its parameters like the others (``weight_*``, ``margin``, ...).
-* :data:`FIXES` maps key patterns to the "how to fix" half of the message;
-  :data:`PROBLEMS` turns pydantic's error types into the "what is wrong" half.
+* Fixed nodes are pydantic models: :class:`RunConfig` (top level), :class:`ModelConfig`,
+  :class:`DataConfig` (with :class:`Outliers`) and :class:`TestSet` (each ``testsets`` entry).
+* Nodes whose keys are a class's constructor arguments are validated against that class's
+  ``__init__`` signature (:func:`arguments_schema`): ``trainer`` (Lightning's ``Trainer``),
+  ``method``, ``model.backbone``, ``model.optimizer`` and ``model.scheduler`` (the class the
+  ``_target_`` names). The annotations give the types, :data:`RULES` adds ranges by parameter
+  name (a pattern, ``weight_*``, because a third-party class such as ``torch.optim.SGD``
+  cannot carry this project's ranges, and a new method gets its ranges by naming its
+  parameters like the others), :data:`ARGUMENT_ORDER` the few relations between two arguments.
 
-The nodes are checked in the order of :func:`validate_config` (top level, ``paths``,
-``model``, ``data``, ``testsets``, ``trainer``, then ``method``, then ``model.backbone``,
-whose ``n_outputs`` follows ``method.n_embedding``), so a value copied by an
-interpolation is reported under the key the user set. Checks that need more than one
-node or the data itself (an outlier set for a method with an outlier term, CAC's
-``n_embedding == n_classes``, WideResNet's ``depth = 6n + 4``, data set names) stay with
-the code that builds the run.
+The nodes are checked in the order of :func:`validate_config`, so a value copied by an
+interpolation (``model.backbone.n_outputs: ${method.n_embedding}``) is reported under the key
+the user set. Checks that need more than one node or the data itself (an outlier set for a
+method with an outlier term, CAC's ``n_embedding == n_classes``, WideResNet's ``depth = 6n +
+4``, data set names) stay with the code that builds the run.
 """
 
 import importlib
 import inspect
+import types
 import typing
 from collections.abc import Callable
 from fnmatch import fnmatch
@@ -55,7 +50,8 @@ from pydantic import (
     ValidationError,
     create_model,
 )
-from pydantic_core import PydanticCustomError
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError, PydanticUndefined
 
 from mchad.errors import ConfigError
 
@@ -63,7 +59,7 @@ from mchad.errors import ConfigError
 # value types
 
 
-def rule(description: str, tp: Any) -> Any:
+def rule(description: str, tp: Any, fix: str | None = None) -> Any:
     """A value of type ``tp`` (checked strictly); anything else fails with one error, "must be <description>"."""
     adapter = TypeAdapter(tp)
 
@@ -73,14 +69,14 @@ def rule(description: str, tp: Any) -> Any:
         except ValidationError:
             raise PydanticCustomError("rule", "must be {rule}", {"rule": description}) from None
 
-    return Annotated[Any, PlainValidator(check)]
+    return Annotated[Any, PlainValidator(check), Field(description=fix)]
 
 
-def choice(values: Callable[[], tuple], *common: Any) -> Any:
+def choice(values: Callable[[], tuple], *common: Any, fix: str | None = None) -> Any:
     """One of ``values()``, equal in value AND type (``1`` is not ``true``).
 
-    ``values`` is called at the first value that is not one of ``common``: the choices live
-    in modules that take seconds to import (Lightning), which a default config need not pay for.
+    ``values`` is called at the first value that is not one of ``common``, so a default
+    config does not pay for the lookup (Lightning's Trainer signature).
     """
     allowed = cache(values)
 
@@ -93,7 +89,7 @@ def choice(values: Callable[[], tuple], *common: Any) -> Any:
         choices = dict.fromkeys(c if isinstance(c, str) else show(c) for c in allowed())
         raise PydanticCustomError("choice", "must be one of {choices}", {"choices": ", ".join(choices)})
 
-    return Annotated[Any, PlainValidator(check)]
+    return Annotated[Any, PlainValidator(check), Field(description=fix)]
 
 
 def literal_values(tp: Any) -> tuple:
@@ -104,10 +100,10 @@ def literal_values(tp: Any) -> tuple:
 
 
 def lightning_precisions() -> tuple:
-    """``trainer.precision``: this project's ``auto`` and every value Lightning's Trainer accepts."""
-    from lightning_fabric.connector import _PRECISION_INPUT
+    """``trainer.precision``: this project's ``auto`` and every value the Trainer's signature allows."""
+    import pytorch_lightning
 
-    return ("auto", *literal_values(_PRECISION_INPUT))
+    return ("auto", *literal_values(typing.get_type_hints(pytorch_lightning.Trainer.__init__)["precision"]))
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -118,11 +114,6 @@ STEP_COUNT_ARGUMENTS = ("T_max", "total_steps", "total_iters")
 passes the run's number of optimizer steps (:func:`mchad.module.build_scheduler`)."""
 
 
-def compile_settings() -> tuple:
-    """``model.compile``: false, true, or one of :data:`COMPILE_MODES`."""
-    return (False, True, *COMPILE_MODES)
-
-
 def device_visible(accelerator: str) -> str:
     """``trainer.accelerator``: an accelerator that names a device must find one."""
     import torch
@@ -130,14 +121,8 @@ def device_visible(accelerator: str) -> str:
     needs = {"gpu": torch.cuda.is_available, "cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
     if accelerator in needs and not needs[accelerator]():
         kind = "an Apple GPU (mps)" if accelerator == "mps" else "a GPU"
-        raise PydanticCustomError(
-            "no_device",
-            "needs {kind}, but none is visible",
-            {
-                "kind": kind,
-                "fix": "use trainer=cpu (or trainer.accelerator=auto, which takes a GPU only when one is there)",
-            },
-        )
+        fix = "use trainer=cpu (or trainer.accelerator=auto, which takes a GPU only when one is there)"
+        raise PydanticCustomError("no_device", "needs {kind}, but none is visible", {"kind": kind, "fix": fix})
     return accelerator
 
 
@@ -152,7 +137,6 @@ Fraction = Annotated[float, Field(ge=0, le=1)]
 RGB = 3
 """Images are RGB: ``data.mean`` and ``data.std`` hold one number per channel."""
 
-BatchLimit = rule("a number of batches >= 0, a fraction in [0, 1] or null", Optional[NonNegInt | Fraction])
 Devices = rule(
     "a number of devices >= 1, -1 (all), auto, or a list of device indices",
     Union[
@@ -161,6 +145,7 @@ Devices = rule(
         Annotated[list[NonNegInt], Field(min_length=1)],
         Annotated[str, Field(pattern=r"^\s*(-1|\d+(\s*,\s*\d+)*\s*,?)\s*$")],
     ],
+    "e.g. {key}=1 or {key}=[0,1]",
 )
 
 # --------------------------------------------------------------------------------------------
@@ -174,128 +159,176 @@ class Node(BaseModel):
 
 
 class Target(BaseModel):
-    """A node Hydra instantiates (loggers, callbacks; the backbone before :func:`arguments_schema`)."""
+    """A node Hydra instantiates (loggers, callbacks); its arguments are the class's business."""
 
     model_config = ConfigDict(strict=True, extra="allow")
-    target: Text = Field(alias="_target_")
+    target: Text = Field(alias="_target_", description="give an importable class, e.g. {key}=torch.nn.Identity")
 
 
 class ModelConfig(Node):
-    backbone: Target
-    pretrained_checkpoint: str | None = None
+    backbone: Target  # then checked against its class (TARGET_NODES)
+    pretrained_checkpoint: str | None = Field(None, description="give the weights' file, or {key}=null (no weights)")
     optimizer: dict[str, Any]
     scheduler: dict[str, Any] | None = None
-    compile: choice(compile_settings, False, True) = False
+    compile: choice(lambda: (False, True, *COMPILE_MODES), False, True, fix="e.g. {key}=reduce-overhead") = False
     channels_last: bool = True
     embedding_plots: bool = False
     projector: bool = False
 
 
 class Outliers(Node):
-    name: Text
-    root: str | None = None
-    batch_size: PositiveInt | None = None  # null: data.batch_size
+    name: Text = Field(description="name the outlier set, e.g. {key}=tinyimages300k")
+    root: str | None = Field(None, description="give the folder of a local copy, or {key}=null")
+    batch_size: PositiveInt | None = Field(None, examples=[256])  # null: data.batch_size
 
 
 class DataConfig(Node):
     """Arguments of :class:`mchad.data.datamodule.OODDataModule` (``name`` is its ``dataset``)."""
 
-    name: Text
-    n_classes: Annotated[int, Field(ge=2)]  # a classifier needs two known classes (Method refuses fewer)
-    root: str | None = None
+    name: Text = Field(description="pick the ID data set with data=NAME, a file of config/data/ (e.g. data=cifar10)")
+    n_classes: Annotated[int, Field(ge=2, examples=[10])]  # a classifier needs two known classes
+    root: str | None = Field(None, description="give a local copy's folder (root/{train,test}/<class>/*), or null")
     download: bool = True
-    val_size: rule("a fraction in (0, 1) or a count >= 1", Union[PositiveInt, Annotated[float, Field(gt=0, lt=1)]]) = (
-        0.1
-    )
+    val_size: rule(
+        "a fraction in (0, 1) or a whole count >= 1 (1.0 is neither: write 1 for one image)",
+        Union[PositiveInt, Annotated[float, Field(gt=0, lt=1)]],
+        "give a fraction in (0, 1), e.g. {key}=0.1, or a number of images, e.g. {key}=5000",
+    ) = 0.1
     batch_size: PositiveInt = 128
-    batches_per_epoch: PositiveInt | None = None
+    batches_per_epoch: PositiveInt | None = Field(None, examples=[392])  # null: one pass over the train split
     eval_batch_size: PositiveInt = 1024
-    outliers: Outliers | None = None
+    outliers: Outliers | None = Field(None, description="give {name, root, batch_size} of an outlier set, or null")
     mean: Annotated[
         list[Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]], Field(min_length=RGB, max_length=RGB)
-    ]
-    std: Annotated[list[Positive], Field(min_length=RGB, max_length=RGB)]
-    crop_padding: NonNegInt = 4
+    ] = Field(description="give 3 numbers in [0, 1], one per RGB channel, e.g. data.mean=[0.4914,0.4824,0.4467]")
+    std: Annotated[list[Positive], Field(min_length=RGB, max_length=RGB)] = Field(
+        description="give 3 numbers > 0, one per RGB channel, e.g. data.std=[0.2471,0.2435,0.2616]"
+    )
+    crop_padding: NonNegInt = Field(4, description="use 0 (no random crop) or a few pixels, e.g. {key}=4")
     flip: bool = True
-    num_workers: NonNegInt = 0
+    num_workers: NonNegInt = Field(0, description="use 0 (usually fastest: a batch is one tensor index) or more")
 
 
 class TestSet(Node):
-    name: Text
-    root: str | None = None
-    group: str = ""
-    label: Text | None = None
+    name: Text = Field(description="give every test set a name, e.g. {name: gaussian, root: null, group: far}")
+    root: str | None = Field(None, description="give the folder of a local copy, or root: null")
+    group: str = Field("", description="use near, far or '' as the group")
+    label: Text | None = Field(None, description="give the set a label for results.csv, or leave the label out")
 
 
-class TrainerConfig(Node):
-    """The Lightning Trainer arguments of ``config/trainer``; other Trainer arguments pass unchecked."""
+class PartialTarget(BaseModel):
+    """A Hydra partial: the code calls it with the arguments it supplies (a detector's model, head)."""
 
-    model_config = ConfigDict(extra="allow")
-    accelerator: Annotated[Literal["cpu", "gpu", "cuda", "mps", "auto"], AfterValidator(device_visible)] = "auto"
-    devices: Devices = "auto"
-    strategy: Text = "auto"
-    num_nodes: PositiveInt = 1
-    sync_batchnorm: bool = False
-    precision: choice(lightning_precisions, "auto") = "auto"
-    max_epochs: PositiveInt
-    limit_train_batches: BatchLimit = None
-    limit_val_batches: BatchLimit = None
-    limit_test_batches: BatchLimit = None
-    limit_predict_batches: BatchLimit = None
-    num_sanity_val_steps: Annotated[int, Field(ge=-1)] = 0
-    log_every_n_steps: PositiveInt = 50
-    fast_dev_run: rule("true, false or a number of batches >= 1", Union[bool, PositiveInt]) = False
-    overfit_batches: rule("a number of batches >= 0 or a fraction in [0, 1]", Union[NonNegInt, Fraction]) = 0.0
-    gradient_clip_val: NonNegative | None = None
-    deterministic: rule("true, false or warn", Union[bool, Literal["warn"]]) = False
-    benchmark: bool = False
+    model_config = ConfigDict(strict=True, extra="allow")
+    target: Text = Field(alias="_target_")
+    partial: Literal[True] = Field(alias="_partial_")
+
+
+class DetectorConfig(Node):
+    """One ``config/detectors/<name>.yaml`` (:mod:`mchad.evaluation.detectors`)."""
+
+    detector: PartialTarget
+    input: Literal["logits", "features", "embedding", "feature_maps", "inputs"]
+    search: dict[Text, Annotated[list[Any], Field(min_length=1)]] = {}
 
 
 class RunConfig(Node):
-    """The top level. ``method`` and ``model.backbone`` get their own schemas (:func:`arguments_schema`)."""
+    """The top level. ``trainer``, ``method`` and ``model.backbone`` get their own schemas (:data:`TARGET_NODES`)."""
 
-    name: Text
-    seed: Annotated[int, Field(ge=0, le=2**32 - 1)]  # Lightning's seed_everything range
-    threads: PositiveInt | None = None
+    name: Text = Field(description="give the run a name, e.g. name=my-run")
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1, examples=[1])]  # Lightning's seed_everything range
+    threads: PositiveInt | None = Field(None, description="give a number of CPU threads >= 1 (threads=4), or null")
     tag: Text = "default"
     train: bool = True
     test: bool = True
-    ckpt_path: str | None = None
-    test_checkpoint: Literal["best", "current"] = "best"
-    paths: dict[str, Text | None]  # paths.outliers may be null (download)
+    ckpt_path: str | None = Field(
+        None, description="give a checkpoint, e.g. {key}=logs/runs/NAME/TIME/checkpoints/last.ckpt"
+    )
+    test_checkpoint: Literal["best", "current"] = Field(
+        "best", description="best: the best validation accuracy, current: the last weights"
+    )
+    debug: Text | None = None  # the debug group's option: marks the results (results.csv's debug column)
+    paths: dict[str, Text | None] = Field(description="give a directory, e.g. {key}=/data/mchad")  # outliers: null
     model: ModelConfig
     data: DataConfig
-    testsets: list[TestSet]
+    testsets: list[TestSet] = Field(description="pick a list, e.g. testsets=paper (or openood, noise, none...)")
     ood_folders: list[Text] = []
-    trainer: TrainerConfig
-    method: dict[str, Any]
-    logger: dict[str, Target] | None = None
-    callbacks: dict[str, Target] | None = None
+    trainer: dict[str, Any]
+    method: dict[str, Any] = Field(description="pick a method with method=mchad (or another config of config/method)")
+    logger: dict[str, Target] | None = Field(None, description="pick logger=default or logger=none")
+    callbacks: dict[str, Target] | None = Field(None, description="pick callbacks=default or callbacks=none")
+    # post-hoc detectors; runs saved before they existed have none of these keys
+    detectors: dict[Text, DetectorConfig] | None = Field(
+        None, description="keep the layout of config/detectors/*.yaml: detector (a _partial_ _target_), input, search"
+    )
+    detectors_select: Literal["fixed", "val"] = Field(
+        "fixed", description="fixed: the yaml's hyperparameters, val: picked by validation AUROC"
+    )
+    detectors_fit_samples: PositiveInt | None = Field(
+        None, description="give a number of training images >= 1, or null for the whole split"
+    )
+    detectors_all: bool = Field(False, description="use detectors=all rather than setting detectors_all")
 
 
 # --------------------------------------------------------------------------------------------
-# constructor arguments: method and backbone
+# constructor arguments: trainer, method, backbone, optimizer, scheduler
 
-ARGUMENT_RULES: dict[str, Any] = {
-    # method.*
-    "n_classes": Field(ge=2),
-    "n_embedding": Field(ge=1),
-    "weight_*": Field(ge=0),
+WEIGHT = "use a finite weight >= 0 (0 turns the term off), e.g. {key}=1.0"
+MARGINS = "use finite energies with margin_in < margin_out, e.g. method.margin_in=-25 method.margin_out=-7"
+
+RULES: dict[str, Any] = {
+    # trainer.* (Lightning's Trainer)
+    "accelerator": Annotated[
+        Literal["cpu", "gpu", "cuda", "mps", "auto"],
+        AfterValidator(device_visible),
+        Field(description="use trainer=cpu, trainer=gpu or trainer.accelerator=auto"),
+    ],
+    "devices": Devices,
+    "strategy": Annotated[Text, Field(description="name a Lightning strategy, e.g. {key}=auto (or trainer=ddp)")],
+    "precision": choice(lightning_precisions, "auto", fix="e.g. {key}=auto (bf16-mixed on a GPU, 32-true on a CPU)"),
+    "max_epochs": Annotated[int, Field(ge=1, description="train for one epoch or more ({key}=10)")],
+    "limit_*_batches": rule(
+        "a number of batches >= 0, a fraction in [0, 1] or null",
+        Optional[NonNegInt | Fraction],
+        "e.g. {key}=1.0 (all) or {key}=10",
+    ),
+    "num_sanity_val_steps": Annotated[int, Field(ge=-1, description="use 0 (none), a number of batches, or -1 (all)")],
+    "fast_dev_run": rule(
+        "true, false or a number of batches >= 1", Union[bool, PositiveInt], "e.g. {key}=2 (or debug=fdr)"
+    ),
+    "overfit_batches": rule(
+        "a number of batches >= 0 or a fraction in [0, 1]", Union[NonNegInt, Fraction], "e.g. {key}=0.1"
+    ),
+    "gradient_clip_val": Annotated[
+        NonNegative | None, Field(description="use null (no clipping) or a norm, e.g. {key}=1.0")
+    ],
+    "deterministic": rule("true, false or warn", Union[bool, Literal["warn"]], "e.g. {key}=true"),
+    "log_every_n_steps": Field(ge=1),
+    "check_val_every_n_epoch": Field(ge=1),
+    "num_nodes": Field(ge=1),
+    "accumulate_grad_batches": Field(ge=1),
+    # method.*, model.optimizer.*
+    "weight_decay": Field(ge=0, description="use 0 or a small finite weight decay, e.g. {key}=5e-5"),
+    "n_classes": Field(ge=2, description="it follows data.n_classes: set that to the number of known classes"),
+    "n_embedding": Field(ge=1, description="give a whole number of embedding dimensions >= 1, e.g. {key}=16"),
+    "weight_*": Field(ge=0, description=WEIGHT),
     "margin": Field(gt=0),
+    "margin_in": Field(description=MARGINS),
+    "margin_out": Field(description=MARGINS),
     "radius": Field(ge=0),
     "magnitude": Field(gt=0),
     # model.backbone.*
-    "depth": Field(ge=10),
+    "depth": Field(ge=10, description="use a WideResNet depth 6n + 4, e.g. {key}=40 (or backbone=wrn-small)"),
     "widen_factor": Field(ge=1),
-    "drop_rate": Field(ge=0, lt=1),
-    "n_outputs": Field(ge=1),
+    "drop_rate": Field(ge=0, lt=1, description="use a dropout probability in [0, 1), e.g. {key}=0.3"),
+    "n_outputs": Field(ge=1, description="it follows method.n_embedding: set that to a whole number >= 1"),
     # model.optimizer.*, model.scheduler.*
-    "lr": Field(gt=0),
-    "weight_decay": Field(ge=0),
+    "lr": Field(gt=0, description="use a finite learning rate > 0, e.g. {key}=1e-3"),
     "momentum": Field(ge=0),
     "eta_min": Field(ge=0),
 }
-"""Ranges of constructor arguments by parameter name (a pattern); a ``Literal`` replaces the annotation."""
+"""Ranges (and fixes) of constructor arguments by parameter name (a pattern): a ``FieldInfo`` narrows the
+signature's annotation (int or float), anything else is the argument's whole type."""
 
 ARGUMENT_ORDER: list[tuple[str, str]] = [("margin_in", "margin_out")]
 """``(low, high)``: when a class takes both, ``low`` must be below ``high`` (energy: ID energies below
@@ -303,53 +336,74 @@ ARGUMENT_ORDER: list[tuple[str, str]] = [("margin_in", "margin_out")]
 
 
 class Arguments(Node):
-    """The keys of a ``_target_`` node besides the constructor's arguments."""
+    """The keys of a node validated against a constructor, besides its arguments."""
 
-    #: check the values against the constructor's annotations (False: only names and :data:`ARGUMENT_RULES`,
+    #: check the values against the constructor's annotations (False: only names and :data:`RULES`,
     #: for third-party classes whose annotations a YAML value cannot meet, e.g. tuples)
     typed: ClassVar[bool] = True
-    #: arguments the code passes when it calls the partial, so the config leaves them out
+    #: arguments the code passes when it calls the class, so the config leaves them out
     supplied: ClassVar[tuple[str, ...]] = ()
+    #: arguments the config must give although the constructor has a default
+    required: ClassVar[tuple[str, ...]] = ()
+
+
+class TrainerArguments(Arguments):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    required = ("max_epochs",)
+
+
+class TargetArguments(Arguments):
     target: Text = Field(alias="_target_")
 
 
-class MethodArguments(Arguments):
-    name: Text  # the method column of results.csv
+class MethodArguments(TargetArguments):
+    name: Text = Field(description="name the method, e.g. {key}=mchad")  # the method column of results.csv
 
 
-class OptimizerArguments(Arguments):
+class OptimizerArguments(TargetArguments):
     typed = False
     supplied = ("params",)
-    partial: Literal[True] = Field(alias="_partial_")
+    partial: Literal[True] = Field(alias="_partial_", description="keep it: the training loop passes the parameters")
 
 
 class SchedulerArguments(OptimizerArguments):
     supplied = ("optimizer", *STEP_COUNT_ARGUMENTS)
 
 
-TARGET_NODES: dict[tuple[str, ...], tuple[str, type[Arguments]]] = {
-    ("method",): ("mchad.methods.method.Method", MethodArguments),
-    ("model", "backbone"): ("torch.nn.Module", Arguments),
-    ("model", "optimizer"): ("torch.optim.Optimizer", OptimizerArguments),
-    ("model", "scheduler"): ("torch.optim.lr_scheduler.LRScheduler", SchedulerArguments),
-}
-"""The nodes validated against their ``_target_`` class's signature: the base class the target must
-have, and the model of the node's other keys. Checked in this order (the backbone's ``n_outputs``
-is ``method.n_embedding``: a bad value is reported under ``method``)."""
+TARGET_NODES: dict[tuple[str, ...], tuple[str, type[Arguments], str]] = {
+    ("trainer",): ("pytorch_lightning.Trainer", TrainerArguments, ""),
+    ("method",): (
+        "mchad.methods.method.Method", MethodArguments,
+        "point it at a Method class, e.g. method._target_=mchad.methods.mchad.MCHAD (or pick method=...)",
+    ),
+    ("model", "backbone"): ("torch.nn.Module", TargetArguments, "pick a backbone with backbone=wrn40-2 or backbone=wrn-small"),
+    ("model", "optimizer"): (
+        "torch.optim.Optimizer", OptimizerArguments,
+        "name a torch optimizer class, e.g. model/optimizer=sgd or model.optimizer._target_=torch.optim.SGD",
+    ),
+    ("model", "scheduler"): (
+        "torch.optim.lr_scheduler.LRScheduler", SchedulerArguments,
+        "name a torch learning-rate schedule, e.g. model/scheduler=cosine, or model/scheduler=none",
+    ),
+}  # fmt: skip
+"""The nodes validated against a constructor's signature: the class (or, with a ``_target_``, the base
+class the target must have), the model of the node's other keys, and the fix for a bad ``_target_``.
+Checked in this order (the backbone's ``n_outputs`` is ``method.n_embedding``: a bad value is reported
+under ``method``)."""
 
 
 def argument_type(name: str, annotation: Any) -> Any:
-    """The annotation of a constructor argument with its range from :data:`ARGUMENT_RULES` (floats finite)."""
+    """The annotation of a constructor argument with its range from :data:`RULES` (floats finite)."""
     tp = Finite if annotation is float else annotation
-    for pattern, constraint in ARGUMENT_RULES.items():
+    for pattern, constraint in RULES.items():
         if fnmatch(name, pattern):
-            return constraint if typing.get_origin(constraint) is Literal else Annotated[tp, constraint]
+            return Annotated[tp, constraint] if isinstance(constraint, FieldInfo) else constraint
     return tp
 
 
 @cache
 def arguments_schema(cls: type, base: type[Arguments]) -> type[Arguments]:
-    """A model of ``cls.__init__``'s arguments: its annotations, ranges from :data:`ARGUMENT_RULES`."""
+    """A model of ``cls.__init__``'s arguments: its annotations, ranges from :data:`RULES`."""
     try:
         hints = typing.get_type_hints(cls.__init__) if base.typed else {}
     except Exception:  # annotations that do not resolve: types unchecked, ranges still apply
@@ -358,12 +412,11 @@ def arguments_schema(cls: type, base: type[Arguments]) -> type[Arguments]:
     for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
-        default = None if p.name in base.supplied else ... if p.default is p.empty else p.default
-        ranged = any(fnmatch(p.name, pattern) for pattern in ARGUMENT_RULES)
-        fields[p.name] = (
-            argument_type(p.name, hints.get(p.name, float if ranged and not base.typed else Any)),
-            default,
-        )
+        required = p.default is p.empty or p.name in base.required
+        default = None if p.name in base.supplied else ... if required else p.default
+        ranged = any(fnmatch(p.name, pattern) for pattern in RULES)
+        annotation = hints.get(p.name, float if ranged and not base.typed else Any)
+        fields[p.name] = (argument_type(p.name, annotation), default)
     return create_model(f"{cls.__name__}Arguments", __base__=base, **fields)
 
 
@@ -393,87 +446,6 @@ PROBLEMS = {
 }
 """pydantic's error types as the "what is wrong" half of a message (others use pydantic's own words)."""
 
-FIXES: dict[str, str] = {
-    "seed": "give a whole number >= 0, e.g. seed=1",
-    "threads": "give a number of CPU threads >= 1, or null for torch's default (threads=4)",
-    "name": "give the run a name, e.g. name=my-run",
-    "tag": "give the sweep a tag, e.g. tag=default",
-    "train": "use train=true or train=false",
-    "test": "use test=true or test=false",
-    "ckpt_path": "give the path of a checkpoint of this project, e.g. ckpt_path=logs/runs/NAME/TIME/checkpoints/last.ckpt",
-    "test_checkpoint": "use test_checkpoint=best (best validation accuracy) or test_checkpoint=current (the last weights)",
-    "paths.*": "give a directory, e.g. {key}=/data/mchad",
-    "model.optimizer.lr": "use a finite learning rate > 0, e.g. model.optimizer.lr=1e-3",
-    "model.optimizer.weight_decay": "use 0 or a small finite weight decay, e.g. model.optimizer.weight_decay=5e-5",
-    "model.optimizer._target_": "name a torch optimizer class, e.g. model/optimizer=sgd or model.optimizer._target_=torch.optim.SGD",
-    "model.scheduler._target_": "name a torch learning-rate schedule, e.g. model/scheduler=cosine, or model/scheduler=none",
-    "model.*._partial_": "keep _partial_: true (the training loop passes the parameters and the step count)",
-    "model.compile": "use false, true or a torch.compile mode, e.g. model.compile=reduce-overhead",
-    "model.pretrained_checkpoint": "give the weights' file, or model.pretrained_checkpoint=null to train from scratch",
-    "model.backbone._target_": "pick a backbone with backbone=wrn40-2 or backbone=wrn-small",
-    "model.backbone.n_outputs": "it follows method.n_embedding: set method.n_embedding to a whole number >= 1",
-    "model.backbone.depth": "use a WideResNet depth 6n + 4, e.g. model.backbone.depth=40 (or backbone=wrn-small)",
-    "model.backbone.widen_factor": "use a whole number >= 1, e.g. model.backbone.widen_factor=2",
-    "model.backbone.drop_rate": "use a dropout probability in [0, 1), e.g. model.backbone.drop_rate=0.3",
-    "data.name": "pick the ID data set with data=NAME, a file of config/data/ (e.g. data=cifar10)",
-    "data.n_classes": "a classifier needs at least 2 known classes, e.g. data.n_classes=10",
-    "data.root": "give the folder of a local copy (root/{train,test}/<class>/*), or data.root=null to download",
-    "data.val_size": "give a fraction in (0, 1), e.g. data.val_size=0.1, or a number of images, e.g. data.val_size=5000",
-    "data.batch_size": "use a whole number of images >= 1, e.g. data.batch_size=128",
-    "data.eval_batch_size": "use a whole number of images >= 1, e.g. data.eval_batch_size=1024",
-    "data.batches_per_epoch": "use a whole number >= 1, e.g. data.batches_per_epoch=392, or null for one pass",
-    "data.outliers": "give {name, root, batch_size} of an outlier set, e.g. data.outliers.name=tinyimages300k, or null",
-    "data.outliers.name": "name the outlier set, e.g. data.outliers.name=tinyimages300k",
-    "data.outliers.root": "give the folder of a local copy, or data.outliers.root=null",
-    "data.outliers.batch_size": "use a whole number >= 1, e.g. data.outliers.batch_size=256, or null for data.batch_size",
-    "data.mean": "give 3 numbers in [0, 1], one per RGB channel, e.g. data.mean=[0.4914,0.4824,0.4467]",
-    "data.std": "give 3 numbers > 0, one per RGB channel, e.g. data.std=[0.2471,0.2435,0.2616]",
-    "data.crop_padding": "use 0 (no random crop) or a few pixels, e.g. data.crop_padding=4",
-    "data.num_workers": "use 0 (usually fastest: a batch is one tensor index) or a number of worker processes",
-    "testsets": "pick a list with testsets=paper, openood, quickstart, noise, shared or none",
-    "testsets.name": "give every test set a name, e.g. {name: gaussian, root: null, group: far}",
-    "testsets.root": "give the folder of a local copy, or root: null",
-    "testsets.group": "use near, far or '' as the group",
-    "testsets.label": "give the set a label for results.csv, or leave the label out",
-    "trainer.accelerator": "use trainer=cpu, trainer=gpu or trainer.accelerator=auto",
-    "trainer.devices": "use trainer.devices=1, -1 (all), auto, or a list of device indices, e.g. trainer.devices=[0,1]",
-    "trainer.strategy": "name a Lightning strategy, e.g. trainer.strategy=auto (or trainer=ddp)",
-    "trainer.num_nodes": "use a whole number of machines >= 1, e.g. trainer.num_nodes=1",
-    "trainer.precision": "use trainer.precision=auto (bf16-mixed on a GPU, 32-true on a CPU), 32-true or bf16-mixed",
-    "trainer.max_epochs": "train for one epoch or more (trainer.max_epochs=10)",
-    "trainer.limit_*_batches": "use a number of batches, a fraction of them (1.0 = all) or null for all, e.g. {key}=1.0",
-    "trainer.num_sanity_val_steps": "use 0 (none), a number of batches, or -1 for all",
-    "trainer.log_every_n_steps": "log every step or more, e.g. trainer.log_every_n_steps=20",
-    "trainer.fast_dev_run": "use false, true or a number of batches (or debug=fdr)",
-    "trainer.overfit_batches": "use 0 (off), a number of batches or a fraction (or debug=overfit)",
-    "trainer.gradient_clip_val": "use null (no clipping) or a finite norm >= 0, e.g. trainer.gradient_clip_val=1.0",
-    "trainer.deterministic": "use trainer.deterministic=true, false or warn",
-    "method": "pick a method with method=mchad (or another config of config/method)",
-    "method.name": "name the method, e.g. method.name=mchad",
-    "method._target_": "point it at a Method class, e.g. method._target_=mchad.methods.mchad.MCHAD (or pick method=...)",
-    "method.n_classes": "it follows data.n_classes: set data.n_classes to the number of known classes (>= 2)",
-    "method.n_embedding": "give a whole number of embedding dimensions >= 1, e.g. method.n_embedding=16",
-    "method.weight_*": "use a finite weight >= 0 (0 turns the term off), e.g. {key}=1.0",
-    "method.margin": "use a margin > 0, e.g. method.margin=4.0",
-    "method.radius": "use a radius >= 0, e.g. method.radius=0.0",
-    "method.magnitude": "use an anchor magnitude > 0, e.g. method.magnitude=2.0",
-    "method.margin_form": "use method.margin_form=reference (the original code) or method.margin_form=paper",
-    "method.margin_in": "use finite energies with margin_in < margin_out, e.g. method.margin_in=-25 method.margin_out=-7",
-    "method.margin_out": "use finite energies with margin_in < margin_out, e.g. method.margin_in=-25 method.margin_out=-7",
-    "logger": "pick loggers with logger=default or logger=none",
-    "logger.*": "give each logger a _target_ class, e.g. pytorch_lightning.loggers.CSVLogger (or logger=none)",
-    "callbacks": "pick callbacks with callbacks=default or callbacks=none",
-    "callbacks.*": "give each callback a _target_ class, e.g. pytorch_lightning.callbacks.RichProgressBar (or callbacks=none)",
-}
-"""The "how to fix" half of a message, by key pattern (list indices left out, ``{key}``: the full key)."""
-
-TYPE_FIXES = {
-    "bool_type": "use {key}=true or {key}=false",
-    "extra_forbidden": "remove it or fix its spelling ({known})",
-    "missing": "add it, e.g. +{key}=VALUE",
-}
-"""Fixes by error type, for keys without an entry in :data:`FIXES` (and every unknown key)."""
-
 
 def show(value: Any) -> str:
     """A value as the config spells it: ``true``, ``null``, ``'abc'``, ``[0.5,0.5]``, ``nan``."""
@@ -496,44 +468,82 @@ def key_of(loc: tuple) -> str:
     return key
 
 
-def fields_at(model: Any, loc: tuple) -> list[str]:
-    """The keys the schema knows in the node at ``loc`` (for an unknown key's hint)."""
+def unwrap(tp: Any) -> Any:
+    """``Annotated[X, ...]`` -> X, ``Optional[X]`` -> X."""
+    while typing.get_origin(tp) in (Annotated, Union, types.UnionType):
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    return tp
 
-    def unwrap(tp: Any) -> Any:  # Annotated[X, ...] -> X, Optional[X] -> X
-        while typing.get_origin(tp) in (Annotated, Union):
-            tp = next(a for a in typing.get_args(tp) if a is not type(None))
-        return tp
 
-    tp = unwrap(model)
+def field_at(model: Any, loc: tuple) -> tuple[FieldInfo | None, list[str]]:
+    """The field at ``loc`` (the last model field on the way, for list entries and mapping values), and
+    the keys the node holding it knows (an unknown key's hint)."""
+    tp, field, known = model, None, []
     for part in loc:
         if isinstance(tp, type) and issubclass(tp, BaseModel):
             fields = {f.alias or name: f for name, f in tp.model_fields.items()}
-            tp = unwrap(fields[part].annotation) if part in fields else None
+            known = list(fields)
+            field = fields.get(part)
+            tp = unwrap(field.annotation) if field else None
         else:  # list[X] or dict[str, X]
             tp = unwrap(typing.get_args(tp)[-1]) if typing.get_args(tp) else None
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return [f.alias or name for name, f in tp.model_fields.items()]
-    return []
+            known = []
+    return field, known
+
+
+def bounds(field: FieldInfo) -> str:
+    """The field's range in words, e.g. `` >= 1``, `` in [0, 1)``."""
+    metadata = list(field.metadata)
+    for arg in typing.get_args(field.annotation):  # Optional[Annotated[int, Field(ge=1)]]
+        for extra in typing.get_args(arg)[1:]:
+            metadata += getattr(extra, "metadata", [extra])
+    signs = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    found = {name: getattr(m, name) for m in metadata for name in signs if hasattr(m, name)}
+    low, high = next((n for n in ("ge", "gt") if n in found), None), next((n for n in ("le", "lt") if n in found), None)
+    if low and high:
+        return f" in {'[' if low == 'ge' else '('}{found[low]}, {found[high]}{']' if high == 'le' else ')'}"
+    return "".join(f" {signs[n]} {found[n]}" for n in (low, high) if n)
+
+
+def fix_for(field: FieldInfo | None, error_type: str) -> str:
+    """The "how to fix" half: the field's description, else derived from its type, bounds and default."""
+    if field is not None and field.description:
+        return field.description
+    if error_type == "missing":
+        return "add it, e.g. +{key}=VALUE"
+    if field is None:
+        return "fix {key} in the config or override it, e.g. {key}=VALUE"
+    tp = unwrap(field.annotation)
+    if tp is bool:
+        return "use {key}=true or {key}=false"
+    example = field.examples[0] if field.examples else field.default
+    if example in (None, PydanticUndefined):
+        example = ""
+    else:
+        example = f", e.g. {{key}}={example if isinstance(example, str) else show(example)}"
+    if tp in (int, float):
+        nullable = ", or null" if type(None) in typing.get_args(field.annotation) else ""
+        return f"use a {'whole' if tp is int else 'finite'} number{bounds(field)}{example}{nullable}"
+    return (
+        f"use one of them{example}" if typing.get_origin(tp) is Literal else f"fix {{key}}{example or ' in the config'}"
+    )
 
 
 def message(error: dict, model: type[BaseModel], prefix: tuple = ()) -> str:
     """One line for a pydantic error: ``<key>=<bad value> <what is wrong>: <how to fix>``."""
-    loc = prefix + tuple(error["loc"])
-    key = key_of(loc)
+    loc = tuple(error["loc"])
+    key = key_of(prefix + loc)
     ctx = {
         k: v if k == "expected" else show(int(v) if isinstance(v, float) and v.is_integer() else v)
         for k, v in error.get("ctx", {}).items()
     }
     problem = PROBLEMS[error["type"]].format(**ctx) if error["type"] in PROBLEMS else error["msg"]
     head = f"{key} {problem}" if error["type"] == "missing" else f"{key}={show(error['input'])} {problem}"
-    pattern_key = ".".join(str(p) for p in loc if not isinstance(p, int))
-    fix = error.get("ctx", {}).get("fix")
-    if fix is None and error["type"] != "extra_forbidden":
-        fix = next((hint for pattern, hint in FIXES.items() if fnmatch(pattern_key, pattern)), None)
-    if fix is None:
-        known = ", ".join(fields_at(model, tuple(error["loc"])[:-1])) or "see the config files"
-        fix = TYPE_FIXES.get(error["type"], "fix {key} in the config or override it, e.g. {key}=VALUE")
-        fix = fix.replace("{known}", f"known here: {known}")
+    field, known = field_at(model, loc)
+    if error["type"] == "extra_forbidden":
+        fix = f"remove it or fix its spelling (known here: {', '.join(known) or 'see the config files'})"
+    else:
+        fix = error.get("ctx", {}).get("fix") or fix_for(field, error["type"])
     return " ".join(f"{head}: {fix.replace('{key}', key)}".split())
 
 
@@ -551,11 +561,10 @@ def locate(path: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def target_class(node: dict, prefix: tuple, base: str) -> type:
+def target_class(node: dict, prefix: tuple, base: str, fix: str) -> type:
     """The class a ``_target_`` names; it must import and be a ``base``."""
     key = key_of((*prefix, "_target_"))
     target = node.get("_target_")
-    fix = FIXES.get(key, "point it at an importable class")
     if not isinstance(target, str) or not target:
         raise ConfigError(f"{key}={show(target)} is not a class name: {fix}")
     try:
@@ -567,16 +576,16 @@ def target_class(node: dict, prefix: tuple, base: str) -> type:
     return cls
 
 
-def check_arguments(node: dict, prefix: tuple, base: str, keys: type[Arguments]) -> None:
-    """Validate a ``_target_`` node against its class's ``__init__`` (:func:`arguments_schema`)."""
-    cls = target_class(node, prefix, base)
-    schema = arguments_schema(cls, keys)
-    arguments = check(schema, node, prefix)
+def check_arguments(node: dict, prefix: tuple, base: str, keys: type[Arguments], fix: str = "") -> None:
+    """Validate a node against a constructor's signature (:func:`arguments_schema`): ``base`` itself, or
+    for a node with a ``_target_`` (``keys`` a :class:`TargetArguments`) the class it names."""
+    cls = target_class(node, prefix, base, fix) if issubclass(keys, TargetArguments) else locate(base)
+    arguments = check(arguments_schema(cls, keys), node, prefix)
     for low, high in ARGUMENT_ORDER:
         lo, hi = getattr(arguments, low, None), getattr(arguments, high, None)
         if lo is not None and hi is not None and not lo < hi:
             key, other = key_of((*prefix, low)), key_of((*prefix, high))
-            raise ConfigError(f"{key}={show(lo)} must be below {other}={show(hi)}: {FIXES.get(key, f'lower {key}')}")
+            raise ConfigError(f"{key}={show(lo)} must be below {other}={show(hi)}: {MARGINS}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -607,17 +616,17 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
 def validate_config(cfg: DictConfig) -> None:
     """Check every value of the composed run config ``cfg``; raise ConfigError (one line) for the first problem.
 
-    Order: the fixed nodes (:class:`RunConfig`), then ``method`` and ``model.backbone``
-    against their ``_target_`` classes. Nothing is instantiated and no data is touched.
+    Order: the fixed nodes (:class:`RunConfig`), then :data:`TARGET_NODES` against their
+    classes' signatures. Nothing is instantiated and no data is touched.
     """
     values = resolved(cfg)
     check(RunConfig, values)
-    for path, (base, keys) in TARGET_NODES.items():
+    for path, (base, keys, fix) in TARGET_NODES.items():
         node = values
         for part in path:
             node = node[part]
         if node is not None:  # model.scheduler: null = a constant learning rate
-            check_arguments(node, path, base, keys)
+            check_arguments(node, path, base, keys, fix)
 
 
-__all__ = ["ARGUMENT_RULES", "FIXES", "RunConfig", "validate_config"]
+__all__ = ["RULES", "RunConfig", "validate_config"]

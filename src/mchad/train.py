@@ -1,7 +1,7 @@
 """One run: build everything from the config, check it, train, evaluate, write ``results.csv``.
 
-``train(cfg, run_dir)`` is what ``run.py`` calls; ``evaluate_checkpoint(cfg, run_dir)`` is
-what ``eval.py`` calls. Everything that can fail on bad input (values, names, shapes,
+``train(cfg, run_dir)`` is what ``mchad-train`` calls; ``evaluate_checkpoint(cfg, run_dir)`` is
+what ``mchad-eval`` calls. Everything that can fail on bad input (values, names, shapes,
 missing data, checkpoints) is checked before the first training step, so a bad run stops
 with a one-line :class:`~mchad.errors.ConfigError` and leaves no ``results.csv``. A run
 holds its directory's lock for its whole life; a first start that fails removes the
@@ -21,7 +21,7 @@ import pickle
 import time
 import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,9 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from mchad import rundir
 from mchad.data.datamodule import OODDataModule
-from mchad.errors import ConfigError
+from mchad.errors import ConfigError, command
 from mchad.evaluation.callback import OODEvaluation
+from mchad.evaluation.detectors import CACHE_FOLDER, DetectorBank, DetectorSpec, build_bank, check_detectors
 from mchad.evaluation.results import RESULTS_FILE, format_table, read_results, results_complete, write_results
 from mchad.loggers import check_packages, log_config, log_results
 from mchad.methods import build_method, check_outliers
@@ -47,12 +48,19 @@ from mchad.schema import validate_config
 
 log = logging.getLogger(__name__)
 
-# noise in every run that tells a researcher nothing: adverts printed by every Trainer, and a
-# deprecation inside Lightning's own pytree code
-logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda record: "💡 Tip" not in record.getMessage())
+# noise in every run that tells a researcher nothing: adverts printed by every Trainer, its list of
+# accelerators found (the device used is in provenance.json), a deprecation inside Lightning's own
+# pytree code, and, on every resume, that the checkpoint folder it resumes from is not empty
+TRAINER_NOISE = ("💡 Tip", "GPU available: ", "TPU available: ", "HPU available: ")
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+    lambda record: not any(noise in record.getMessage() for noise in TRAINER_NOISE)
+)
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 RESOLVED_CONFIG_FILE = "config.yaml"
+CHECKPOINT_CONFIG_KEY = "mchad_config"
+"""Where a checkpoint keeps the resolved config of the run that wrote it (:class:`ConfigInCheckpoints`)."""
 
 
 @dataclass
@@ -64,6 +72,7 @@ class Run:
     method_name: str
     datamodule: OODDataModule
     module: OODModule
+    detectors: list[DetectorSpec] = field(default_factory=list)  # post-hoc detectors that apply (checked)
 
     @property
     def results_path(self) -> Path:
@@ -95,6 +104,7 @@ def build_run(cfg: DictConfig, run_dir: Path, evaluation_only: bool = False) -> 
     if not evaluation_only:
         check_outliers(method_name, method, cfg.data)
     backbone = instantiate(cfg.model.backbone)
+    detectors = check_detectors(cfg, method_name, method, backbone)  # before any image is read
     if cfg.model.pretrained_checkpoint and not evaluation_only:
         load_pretrained(backbone, cfg.model.pretrained_checkpoint)
     datamodule = OODDataModule.from_config(cfg, evaluation_only)
@@ -113,7 +123,9 @@ def build_run(cfg: DictConfig, run_dir: Path, evaluation_only: bool = False) -> 
         projector=cfg.model.projector,
         architecture=architecture(cfg, method_name),
     )
-    return Run(cfg=cfg, run_dir=run_dir, method_name=method_name, datamodule=datamodule, module=module)
+    return Run(
+        cfg=cfg, run_dir=run_dir, method_name=method_name, datamodule=datamodule, module=module, detectors=detectors
+    )
 
 
 def architecture(cfg: DictConfig, method_name: str) -> dict[str, Any]:
@@ -131,13 +143,15 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list | None = None, *
     """A Trainer from ``cfg.trainer``, the configured callbacks, and ``loggers`` (default: configured).
 
     :class:`~mchad.evaluation.callback.OODEvaluation` is always one of the callbacks: it turns
-    the steps' scores into the validation metrics and the test rows (:func:`evaluation_rows`)."""
+    the steps' scores into the validation metrics and the test rows (:func:`evaluation_rows`);
+    :class:`ConfigInCheckpoints` puts the run's config into every checkpoint."""
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_cfg["precision"] = resolve_precision(cfg.trainer)
     if loggers is None:
         loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
         log_config(loggers, cfg)  # MLflow / W&B: the resolved config
-    callbacks = [*(instantiate(c) for c in (cfg.get("callbacks") or {}).values()), OODEvaluation(), ValidationHistory()]
+    configured = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks = [*configured, OODEvaluation(), ValidationHistory(), ConfigInCheckpoints(cfg)]
     if not loggers:  # logger=none: Lightning refuses a learning-rate monitor with nothing to log to
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     kwargs = {**trainer_cfg, "default_root_dir": str(run_dir), "logger": loggers or False, "callbacks": callbacks}
@@ -145,6 +159,18 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list | None = None, *
         # the submitit worker requeues this job (docs/clusters.md): Lightning's own SLURM requeue would be a second
         kwargs["plugins"] = [SLURMEnvironment(auto_requeue=False)]
     return pl.Trainer(**{**kwargs, **overrides})
+
+
+class ConfigInCheckpoints(pl.Callback):
+    """Every checkpoint carries the run's resolved config under :data:`CHECKPOINT_CONFIG_KEY`, as plain
+    containers (``torch.load(weights_only=True)`` reads them), so a checkpoint copied away from its run
+    directory is still evaluated with the model, data and test sets it was trained with."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.config = resolved_config(cfg)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        checkpoint[CHECKPOINT_CONFIG_KEY] = self.config
 
 
 class ValidationHistory(pl.Callback):
@@ -200,9 +226,17 @@ def result_rows(run: Run, rows: list[dict], epochs: int) -> list[dict]:
         "dataset": run.cfg.data.name,
         "seed": run.cfg.seed,
         "epochs": epochs,
+        "debug": run.cfg.get("debug") or "",
         "run_dir": str(run.run_dir),
     }
     return [{**meta, **row} for row in rows]
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The run config as plain containers, every interpolation resolved, without Hydra's own node."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved.pop("hydra", None)
+    return resolved
 
 
 def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
@@ -212,10 +246,8 @@ def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
     refused start (another config, a locked directory) rewrites nothing; a started run
     writes it here, once.
     """
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    resolved.pop("hydra", None)
     run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(resolved), run_dir / RESOLVED_CONFIG_FILE)
+    OmegaConf.save(OmegaConf.create(resolved_config(cfg)), run_dir / RESOLVED_CONFIG_FILE)
     if not HydraConfig.initialized():
         return
     hydra_cfg = HydraConfig.get()
@@ -304,14 +336,47 @@ def test(run: Run, ckpt_path: str | None, epochs: int, loggers: list | None = No
         return []
     trainer = build_trainer(run.cfg, run.run_dir, loggers, devices=1, strategy="auto", num_nodes=1)
     run.datamodule.setup("test")
-    trainer.test(run.module, datamodule=run.datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True)
-    rows = result_rows(run, evaluation_rows(trainer), epochs)
+    bank = prepare_detectors(run, ckpt_path)
+    tested_ckpt = None if bank else ckpt_path  # the detectors fitted on the tested weights, already loaded
+    trainer.test(run.module, datamodule=run.datamodule, ckpt_path=tested_ckpt, verbose=False, weights_only=True)
+    rows = evaluation_rows(trainer)
+    if bank:
+        device = torch.device(device_of(run.cfg))
+        rows = bank.gradient_rows(rows, run.module, run.datamodule, device, trainer.num_test_batches)
+    rows = result_rows(run, rows, epochs)
     write_results(rows, run.results_path)
     tested = ckpt_path or run.cfg.get("ckpt_path") or (run.last_checkpoint if run.last_checkpoint.exists() else None)
     print(format_table(rows))
     log_results(trainer.loggers, rows, run.results_path, tested)  # MLflow / W&B: the results table, the checkpoint
     log.info("results written to %s", run.results_path)
     return rows
+
+
+def prepare_detectors(run: Run, ckpt_path: str | None) -> DetectorBank | None:
+    """The run's post-hoc detectors fitted on the weights to be tested (``ckpt_path``'s, loaded here, or
+    those in memory) and handed to the test step; None without detectors.
+
+    The training-split representations they fit on are cached in the directory of the run that
+    trained the weights (``<run>/detectors``), so ``mchad-eval`` of its checkpoints reuses them.
+    """
+    if not run.detectors:
+        return None
+    if ckpt_path:
+        run.module.load_state_dict(load_checkpoint(ckpt_path)["state_dict"])
+    trained_in = rundir.checkpoint_run_dir(run.cfg.ckpt_path) if run.cfg.get("ckpt_path") else run.run_dir
+    bank = build_bank(
+        run.detectors,
+        run.module,
+        run.datamodule,
+        device=device_of(run.cfg),
+        fit_samples=run.cfg.get("detectors_fit_samples"),
+        select=run.cfg.get("detectors_select") or "fixed",
+        cache_dir=trained_in / CACHE_FOLDER,
+        run_dir=run.run_dir,
+        precision=resolve_precision(run.cfg.trainer),
+    )
+    run.module.detectors = bank
+    return bank
 
 
 def best_checkpoint(trainer: pl.Trainer) -> str | None:
@@ -413,20 +478,38 @@ EVALUATION_KEYS = (
     "data.num_workers",
     "data.root",
     "data.download",
+    "detectors",
+    "detectors_select",
+    "detectors_fit_samples",
+    "detectors_all",
 )
-"""What ``eval.py`` may change in a run's saved config: where and on what it is evaluated, never the model."""
+"""What ``mchad-eval`` may change in a checkpoint's config: where and on what it is evaluated, never the model."""
+
+
+def trained_config(ckpt_path: str | Path, state: dict[str, Any]) -> tuple[DictConfig, str] | None:
+    """The resolved config a checkpoint was trained with, and where it was read: the checkpoint itself
+    (:class:`ConfigInCheckpoints`) or, for one written before checkpoints carried it, the ``config.yaml``
+    of its run directory. None for a checkpoint with neither (someone else's)."""
+    inside = state.get(CHECKPOINT_CONFIG_KEY)
+    if isinstance(inside, dict):
+        return OmegaConf.create(inside), f"the checkpoint {ckpt_path}"
+    saved_path = rundir.checkpoint_run_dir(ckpt_path) / RESOLVED_CONFIG_FILE
+    if saved_path.is_file():
+        return OmegaConf.load(saved_path), str(saved_path)
+    return None
 
 
 def saved_run_config(cfg: DictConfig, run_dir: Path) -> DictConfig | None:
-    """The saved config of the run that wrote ``cfg.ckpt_path``, with ``eval.py``'s evaluation overrides.
+    """The config the checkpoint ``cfg.ckpt_path`` was trained with (:func:`trained_config`), with the
+    evaluation overrides of the command line (:data:`EVALUATION_KEYS`) and ``run_dir`` as output directory.
 
-    None for a checkpoint without a saved config (someone else's): then the command line
+    None for a checkpoint without a config (someone else's): then the command line
     describes the model. An override that would change the model is refused.
     """
-    saved_path = rundir.checkpoint_run_dir(cfg.ckpt_path) / RESOLVED_CONFIG_FILE
-    if not saved_path.is_file():
+    found = trained_config(cfg.ckpt_path, load_checkpoint(cfg.ckpt_path))
+    if found is None:
         return None
-    saved = OmegaConf.load(saved_path)
+    saved, source = found
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     given = {o.lstrip("+~").split("=", 1)[0].split("@", 1)[0] for o in overrides}
     for key in sorted(given):
@@ -434,8 +517,8 @@ def saved_run_config(cfg: DictConfig, run_dir: Path) -> DictConfig | None:
             continue
         if not any(key == k or key.startswith(k + ".") for k in EVALUATION_KEYS):
             raise ConfigError(
-                f"{key} would change the model of {saved_path.parent}, which eval.py takes from its config.yaml: "
-                f"drop the override (eval.py changes only {', '.join(EVALUATION_KEYS)})"
+                f"{key} would change the model, which {command('eval')} takes from {source}: drop the override "
+                f"({command('eval')} changes only {', '.join(EVALUATION_KEYS)})"
             )
     with open_dict(saved):
         for key in ("logger", "callbacks", "ckpt_path", "ood_folders", *(k for k in given if k != "experiment")):
@@ -447,8 +530,8 @@ def saved_run_config(cfg: DictConfig, run_dir: Path) -> DictConfig | None:
 def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> list[dict]:
     """Evaluate the Lightning checkpoint ``cfg.ckpt_path`` on the configured test sets.
 
-    The model and test sets come from the config saved next to the checkpoint (the run's
-    ``config.yaml``) when there is one, else from the command line.
+    The model and test sets come from the config the checkpoint was trained with
+    (:func:`saved_run_config`) when it has one, else from the command line.
     """
     run_dir = Path(run_dir)
     if not cfg.ckpt_path:

@@ -25,6 +25,7 @@ take them back. :func:`check_search_space` checks a search before Hydra starts
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import re
 import shlex
@@ -33,21 +34,22 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from mchad import rundir
-from mchad.errors import ConfigError
+from mchad.errors import ConfigError, command
+from mchad.files import atomic_write
 
 DB_FILE = "optuna.db"
 BEST_FILE = "best_params.yaml"
 LOCK_FILE = ".search.lock"
-DIRECTIONS = ("maximize", "minimize")
-SAMPLERS = ("tpe", "random")
 SPACE_HELP = (
     "write interval(low, high), tag(log, interval(low, high)), tag(int, interval(low, high)), "
     "choice(a, b, ...) or range(start, stop[, step])"
@@ -197,26 +199,80 @@ def parse_search_space(params: Any, arguments: Sequence[str]) -> SearchSpace:
 # checks before Hydra starts
 
 
-def check_settings(settings: Any) -> None:
-    """The sweeper's own settings (``hydra.sweeper.*``); ConfigError for the first bad one."""
-    objective = str(settings.objective)
+def validation_metric(objective: str) -> str:
     if not objective.endswith("/val"):
-        raise ConfigError(
-            f"hydra.sweeper.objective={objective} is not a validation metric: tune on a metric of the validation sets, "
-            "e.g. Accuracy/val or distance/AUROC/val, never on the test sets, whose numbers the paper reports "
-            "(docs/hparams.md)"
+        fix = (
+            "tune on a metric of the validation sets, e.g. Accuracy/val or distance/AUROC/val, never on the test "
+            "sets, whose numbers the paper reports (docs/hparams.md)"
         )
-    if settings.direction not in DIRECTIONS:
-        raise ConfigError(f"hydra.sweeper.direction={settings.direction} is not a direction: use maximize or minimize")
-    if settings.sampler not in SAMPLERS:
-        raise ConfigError(f"hydra.sweeper.sampler={settings.sampler} is not a sampler: use {' or '.join(SAMPLERS)}")
-    for key in ("n_trials", "n_jobs"):
-        if not isinstance(settings[key], int) or settings[key] < 1:
-            raise ConfigError(
-                f"hydra.sweeper.{key}={settings[key]} must be a whole number >= 1, e.g. hydra.sweeper.{key}=4"
-            )
-    if not settings.study_name:
-        raise ConfigError("hydra.sweeper.study_name is empty: name the study, e.g. hydra.sweeper.study_name=my-search")
+        raise PydanticCustomError("objective", "is not a validation metric", {"fix": fix})
+    return objective
+
+
+class SamplerSettings(BaseModel):
+    """``hydra.sweeper.sampler``: an Optuna sampler class and its keyword arguments (the seed comes from
+    ``hydra.sweeper.seed``)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    target: str = Field(alias="_target_", description="name an Optuna sampler, e.g. {key}=optuna.samplers.TPESampler")
+
+
+class SweeperSettings(BaseModel):
+    """``hydra.sweeper.*``, typed (:class:`.config.MchadOptunaSweeperConf` documents each)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    objective: Annotated[str, AfterValidator(validation_metric)]
+    direction: Literal["maximize", "minimize"]
+    study_name: str = Field(min_length=1, description="name the study, e.g. {key}=my-search")
+    storage: str | None = None
+    n_trials: int = Field(ge=1, examples=[20])
+    n_jobs: int = Field(ge=1, examples=[4])
+    sampler: SamplerSettings = Field(description="give {_target_: optuna.samplers.TPESampler, ...its arguments}")
+    seed: int | None = Field(None, ge=0, examples=[0])
+    params: dict[str, Any] = {}
+
+
+def check_settings(settings: Any) -> SweeperSettings:
+    """The sweeper's own settings (``hydra.sweeper.*``), typed; ConfigError for the first bad one.
+
+    The sampler is built once, so that a class that is not an Optuna sampler, or arguments it
+    refuses, stop the search before anything runs.
+    """
+    from mchad.schema import check
+
+    if isinstance(settings, DictConfig):  # hydra.sweeper, with the keys that tell Hydra how to build the sweeper
+        settings = {k: v for k, v in OmegaConf.to_container(settings, resolve=True).items() if not k.startswith("_")}
+    checked = check(SweeperSettings, settings, ("hydra", "sweeper"))
+    sampler(checked, seed=checked.seed)
+    return checked
+
+
+def sampler(settings: SweeperSettings, seed: int | None) -> Any:
+    """The configured Optuna sampler, given ``seed`` when its class takes one."""
+    from hydra.utils import get_class
+    from optuna.samplers import BaseSampler
+
+    kwargs = settings.sampler.model_extra or {}
+    key = f"hydra.sweeper.sampler._target_={settings.sampler.target}"
+    example = "e.g. hydra.sweeper.sampler._target_=optuna.samplers.TPESampler"
+    if "seed" in kwargs:
+        raise ConfigError(
+            f"hydra.sweeper.sampler.seed={kwargs['seed']} is set twice: seed the search with hydra.sweeper.seed"
+        )
+    try:
+        cls = get_class(settings.sampler.target)
+    except Exception:  # Hydra's ImportError or ValueError, worded for its own log
+        raise ConfigError(f"{key} cannot be imported: name an Optuna sampler class, {example}") from None
+    if not issubclass(cls, BaseSampler):
+        raise ConfigError(f"{key} is not an Optuna sampler (optuna.samplers.BaseSampler): name one, {example}")
+    seeded = {"seed": seed} if "seed" in inspect.signature(cls).parameters else {}
+    try:
+        return cls(**kwargs, **seeded)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(
+            f"{key} refuses the arguments {kwargs} ({error}): give only arguments it takes, "
+            "e.g. +hydra.sweeper.sampler.n_startup_trials=5 for the TPESampler"
+        ) from None
 
 
 def probes(dist: Any) -> list[Any]:
@@ -235,8 +291,7 @@ def check_search_space(cfg: DictConfig, arguments: Sequence[str], config_dirs: S
     from mchad.methods import build_method
     from mchad.schema import show, validate_config
 
-    settings = cfg.hydra.sweeper
-    check_settings(settings)
+    settings = check_settings(cfg.hydra.sweeper)
     subdir = str(OmegaConf.to_container(cfg.hydra.sweep, resolve=False).get("subdir"))
     if "job.num" not in subdir:
         raise ConfigError(
@@ -258,7 +313,7 @@ def check_search_space(cfg: DictConfig, arguments: Sequence[str], config_dirs: S
             raise ConfigError(
                 f"the search space {spec} names {name}, which is not a key of this config (method "
                 f"{OmegaConf.select(cfg, 'method.name')}): pick the search of the experiment's method, "
-                "hparams_search=<method>, or check the key's spelling (python run.py --cfg job prints every key)"
+                f"hparams_search=<method>, or check the key's spelling ({command('train')} --cfg job prints every key)"
             )
         for value in probes(dist):
             probe = copy.deepcopy(cfg)
@@ -325,18 +380,19 @@ def write_best_params(path: Path, best: Any, config: DictConfig, settings: Any, 
     experiment = OmegaConf.select(config, "hydra.runtime.choices.experiment")
     if experiment and not any(o.startswith("experiment=") for o in base):
         base.insert(0, f"experiment={experiment}")
-    command = " ".join(shlex.quote(o) for o in overrides)
+    exact = " ".join(shlex.quote(o) for o in overrides)
     tuned = " ".join(shlex.quote(o) for o in base)
+    train = command("train")
     header = [
         f"Best trial of the hyperparameter search {settings.study_name} ({storage}, {counts}):",
         f"trial {best.number}, {settings.objective} = {best.value!r} ({settings.direction}), on validation sets only.",
         "",
         "Run the best trial again, exactly as it ran (a single run, tested on the test sets once):",
-        f"  python run.py {command}",
+        f"  {train} {exact}",
         "The experiment with the tuned values (the search config's own settings, e.g. shorter training, left out):",
-        f"  python run.py {tuned}",
+        f"  {train} {tuned}",
         "Over seeds, for the tables:",
-        f"  python run.py -m {tuned} seed=1,2,3,4,5,6",
+        f"  {train} -m {tuned} seed=1,2,3,4,5,6",
     ]
     data = {
         "study_name": str(settings.study_name),
@@ -350,6 +406,4 @@ def write_best_params(path: Path, best: Any, config: DictConfig, settings: Any, 
         "overrides": overrides,
     }
     text = "".join(f"# {line}".rstrip() + "\n" for line in header) + OmegaConf.to_yaml(OmegaConf.create(data))
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write(path, text)

@@ -7,6 +7,7 @@ they were defined in, so this class is defined here and nothing else is.
 """
 
 import logging
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,14 @@ from hydra_plugins.mchad_optuna_sweeper._search import (
     DB_FILE,
     REPORTED,
     SearchSpace,
+    SweeperSettings,
     check_search_space,
     check_settings,
     fail,
     objective_of,
     parse_search_space,
     run_dir_of,
+    sampler,
     search_lock,
     write_best_params,
 )
@@ -47,26 +50,21 @@ class MchadOptunaSweeper(Sweeper):
         storage: str | None,
         n_trials: int,
         n_jobs: int,
-        sampler: str,
+        sampler: Any,
         seed: int | None,
         params: dict[str, Any] | None,
     ) -> None:
-        self.settings = OmegaConf.create(
-            {
-                "objective": objective,
-                "direction": direction,
-                "study_name": study_name,
-                "storage": storage,
-                "n_trials": n_trials,
-                "n_jobs": n_jobs,
-                "sampler": sampler,
-                "seed": seed,
-                "params": params or {},
-            }
-        )
+        values = dict(objective=objective, direction=direction, study_name=study_name, storage=storage,
+                      n_trials=n_trials, n_jobs=n_jobs, sampler=sampler, seed=seed, params=params or {})  # fmt: skip
+        self.values = {k: OmegaConf.to_container(v) if isinstance(v, DictConfig) else v for k, v in values.items()}
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
         self.launcher: Any = None
+
+    @cached_property
+    def settings(self) -> SweeperSettings:
+        """The settings, typed and checked (ConfigError for the first bad one)."""
+        return check_settings(self.values)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context = hydra_context
@@ -81,9 +79,8 @@ class MchadOptunaSweeper(Sweeper):
             import optuna
         except ImportError:
             fail("the hyperparameter search needs Optuna, which is not installed: pip install 'mchad[optuna]'")
-        s = self.settings
         try:
-            check_settings(s)
+            s = self.settings
             space = parse_search_space(s.params, arguments)
         except ConfigError as error:
             fail(str(error))
@@ -126,10 +123,8 @@ class MchadOptunaSweeper(Sweeper):
                 "trial %d was left running by a search that was stopped: marked failed, not counted", trial.number
             )
             study.tell(trial.number, state=State.FAIL, skip_if_finished=True)
-        seed = None if s.seed is None else s.seed + len(study.trials)  # a continued study must not replay its draws
-        study.sampler = (
-            optuna.samplers.RandomSampler(seed=seed) if s.sampler == "random" else optuna.samplers.TPESampler(seed=seed)
-        )
+        # a continued study must not replay its first draws: the seed moves on by the trials it holds
+        study.sampler = sampler(s, None if s.seed is None else s.seed + len(study.trials))
         done = len(self.counted(optuna, study))
         log.info(
             "study %s in %s: %d of %d trials done, objective %s (%s)",

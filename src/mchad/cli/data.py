@@ -1,8 +1,9 @@
-"""Download, verify and cache every data set that experiments need, before any run starts.
+"""Download, verify and cache every data set that experiments need, before any run starts; check the cache.
 
     mchad-data prepare experiment=cifar10-gmchad [experiment=svhn-mchad ...] [OVERRIDE ...]
+    mchad-data verify [experiment=cifar10-gmchad | data=cifar100 ...] [OVERRIDE ...]
 
-Each ``experiment=`` argument composes one config (as ``run.py`` would, with the other
+Each ``experiment=`` argument composes one config (as ``mchad-train`` would, with the other
 overrides, e.g. ``paths.data_dir=/data``, applied to all of them; without any, the default
 config); every data set it names (ID train and test, outliers, validation noise, OOD test
 sets) is fetched, checked and decoded into the cache, one line per data set. Runs started
@@ -13,6 +14,10 @@ and ends with one line ``error: <what was wrong>: <how to fix it>`` on stderr, e
 status 2. A data set that cannot be prepared (no network, a corrupted download) is
 reported on its own line and the others are still prepared; the command then ends with
 one ``error:`` line on stderr and exit status 2. ``--help`` lists the options.
+
+``verify`` reads every byte of the cache entries the same configs name and compares them with
+the sha256 recorded when each entry was written (runs check only sizes and headers when they
+open an entry), one line per data set; exit status 1 when an entry is damaged or missing.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from mchad.cli.launch import fail
-from mchad.errors import ConfigError
+from mchad.errors import ConfigError, command
 
 PROG = "mchad-data"
 
@@ -30,11 +36,23 @@ EXAMPLES = f"""\
 examples:
   {PROG} prepare experiment=cifar10-gmchad experiment=svhn-gmchad
   {PROG} prepare experiment=quickstart paths.data_dir=/data
+  {PROG} verify experiment=cifar10-gmchad paths.data_dir=/data
   {PROG} prepare --help
 """
 
+VERIFY_EXAMPLES = f"""\
+Composes the configs as prepare does (experiment=NAME repeatable; data=NAME or any other override
+applies to all of them) and hashes every cache entry they read against the sha256 recorded when it
+was written. Exit status: 0 when every entry matches, 1 when one is damaged or not cached (each has
+its own line), 2 for bad input.
+
+examples:
+  {PROG} verify experiment=cifar10-gmchad experiment=svhn-gmchad paths.data_dir=/data
+  {PROG} verify data=cifar100
+"""
+
 PREPARE_EXAMPLES = f"""\
-Each experiment=NAME composes one config, as run.py would; the other overrides apply to
+Each experiment=NAME composes one config, as {command("train")} would; the other overrides apply to
 all of them. Without experiment=, the default config is prepared. Every config is checked
 before anything is downloaded. Exit status: 0 when every data set is ready, 2 for bad
 input or when a data set could not be prepared (each failure has its own line).
@@ -66,7 +84,22 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides",
         nargs="*",
         metavar="OVERRIDE",
-        help="experiment=NAME (repeatable: one config each) or any run.py override, e.g. paths.data_dir=/data",
+        help=f"experiment=NAME (repeatable: one config each) or any {command('train')} override, e.g. "
+        "paths.data_dir=/data",
+    )
+    verify_parser = commands.add_parser(
+        "verify",
+        help="hash every cache entry the experiments read against its recorded sha256 (one line per data set)",
+        description="Hash every cache entry the given configs read and compare it with the sha256 recorded\n"
+        "when it was written, one line per data set.",
+        epilog=VERIFY_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verify_parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="OVERRIDE",
+        help="experiment=NAME (repeatable: one config each), data=NAME or any run.py override",
     )
     return parser
 
@@ -111,10 +144,41 @@ def prepare(overrides: Sequence[str]) -> tuple[int, int]:
     return failures, total
 
 
+def verify(overrides: Sequence[str]) -> tuple[int, int]:
+    """Hash the cache entries of each config in ``overrides``; return (damaged or missing, total) entries."""
+    from mchad.data.cache import cache_stem, verify_cache
+    from mchad.data.registry import CACHE_FOLDER, cache_name, get_source
+
+    failures = total = 0
+    for name, datamodule in _datamodules(overrides):
+        for ref in datamodule.data_refs():
+            total += 1
+            cache_dir = datamodule.data_dir.expanduser() / CACHE_FOLDER
+            key = cache_name(ref.name, Path(ref.root).expanduser() if ref.root else None)
+            version = get_source(ref.name).version
+            count, problem = verify_cache(cache_dir, key, ref.split, version)
+            entry = cache_dir / f"{cache_stem(key, ref.split, version)}.*"
+            where = f"{name}: {ref.role:<8} {ref.name}/{ref.split}"
+            if problem:
+                failures += 1
+                rebuild = "mchad-data prepare with the same arguments"
+                fix = f"run {rebuild}" if problem == "not cached" else f"delete {entry} and run {rebuild}"
+                print(f"{where}: {problem} ({entry}): {fix}", flush=True)
+            else:
+                print(f"{where}: ok, {count} images, sha256 matches ({entry})", flush=True)
+    return failures, total
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     try:
+        if args.command == "verify":
+            failures, total = verify(args.overrides)
+            if failures:
+                print(f"error: {failures} of {total} cache entries are damaged or missing (see the lines above)",
+                      file=sys.stderr)  # fmt: skip
+            return 1 if failures else 0
         failures, total = prepare(args.overrides)
     except ConfigError as error:
         fail(str(error))

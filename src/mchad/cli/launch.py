@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from mchad.cli.command_line import Flags, job_overrides, parse, searchpath_dirs
 from mchad.cli.sweep import check_launcher_plugin
 from mchad.cli.sweep_job import Task, resolve_task
-from mchad.config import CONFIG_DIR, check_overrides, compose
+from mchad.config import CONFIG_DIR, check_overrides, compose, expand_detectors
 from mchad.errors import ConfigError
 
 OPTUNA_SWEEPER = "hydra_plugins.mchad_optuna_sweeper."
@@ -111,9 +111,10 @@ def preflight(
         return line
     if args.cfg and args.multirun:
         raise ConfigError("--cfg prints the config of one run and -m starts a sweep: drop -m (and the a,b values)")
-    overrides = parse(line.overrides, args.multirun)
     config_dirs = [Path(args.config_dir)] if args.config_dir else []
     config_dirs += searchpath_dirs(line.overrides)
+    line.overrides = expand_detectors(line.overrides, config_dirs)
+    overrides = parse(line.overrides, args.multirun)
     check_overrides(line.overrides, config_dirs)  # every job's group options, before composing any
     check_launcher_plugin(line.overrides)
     [first] = job_overrides(overrides, every_job=False)

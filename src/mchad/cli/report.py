@@ -4,14 +4,15 @@ Writes into OUT:
 
 - ``summary.csv``, ``summary.md``: the paper's table, one row per (dataset, method, score), mean and
   std over runs of each run's mean over its OOD test sets, in percent (see mchad.report.tables);
-  summary.md also lists the incomplete and failed runs, which are never averaged;
+  summary.md also lists the incomplete and failed runs, which are never averaged, and the smoke
+  tests (``debug=...`` runs), averaged only with ``--include-debug``;
 - ``per_ood/<dataset>.md``: the same for each OOD test set;
 - ``auroc_<dataset>.png``: a box plot of the per-run AUROC of each (method, score);
 - ``summary.tex`` with ``--latex``: the table as a booktabs tabular;
 - ``embeddings/<run>.gif`` with ``--gif``: for every run trained with ``model.embedding_plots=true``
   (2-D embeddings), its per-epoch scatter frames as an animated GIF (the paper's animation).
 
-With ``--stats`` (see :mod:`mchad.report.stats` and docs/statistics.md; needs ``autorank``):
+With ``--stats`` (see :mod:`mchad.report.stats` and docs/statistics.md; needs the ``stats`` extra):
 
 - every summary cell also holds its 95% bootstrap confidence interval over seeds, ``[low, high]``
   (summary.csv: ``<metric>_ci_low``, ``<metric>_ci_high``), and the AUROC cells are marked: bold
@@ -19,7 +20,7 @@ With ``--stats`` (see :mod:`mchad.report.stats` and docs/statistics.md; needs ``
   (summary.csv: ``vs_best``);
 - ``stats/<dataset>_pairs.csv``: each row against the best of its data set, paired over (seed, OOD
   set), Wilcoxon signed-rank p-value and its Holm adjustment;
-- ``cd_diagram.png``: autorank's critical-difference diagram of the rows' AUROC ranks over data sets
+- ``cd_diagram.png``: the critical-difference diagram of the rows' AUROC ranks over data sets
   (at least 5), else over (dataset, OOD set) blocks; skipped with one line saying why when there
   are fewer than 5 blocks;
 - the box plots colour each run by its seed and draw each row's mean and interval;
@@ -78,7 +79,7 @@ examples:
 
 
 def _not_averaged(runs: pd.DataFrame) -> list[str]:
-    """One line per incomplete or failed run: status, directory and why."""
+    """One line per incomplete, failed or smoke-test (debug) run: status, directory and why."""
     from mchad.report.runs import COMPLETE
 
     others = runs[runs["status"] != COMPLETE]
@@ -126,12 +127,12 @@ def write_report(
     written: dict[Path, str] = {}
     md_notes, tex_note = ("", ""), ""
     if with_stats:
-        # Imported here: autorank and statsmodels are needed for --stats only.
+        # Imported here: scikit-posthocs and statsmodels (the stats extra) are needed for --stats only.
         try:
             from mchad.report import stats
         except ImportError as error:
             raise ConfigError(
-                f"--stats needs the package {error.name}, which is not installed: pip install autorank statsmodels"
+                f"--stats needs the package {error.name}, which is not installed: pip install 'mchad[stats]'"
             ) from None
 
         summary = stats.add_confidence_intervals(summary, results)
@@ -194,7 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--stats",
         action="store_true",
         help="also bootstrap confidence intervals, paired Wilcoxon tests against the best method (Holm), "
-        "a critical-difference diagram and per-seed points (needs autorank; docs/statistics.md)",
+        "a critical-difference diagram and per-seed points (needs the stats extra; docs/statistics.md)",
+    )
+    parser.add_argument(
+        "--include-debug",
+        action="store_true",
+        help="also average the runs made with debug=fdr|limit|overfit (a few batches: left out by default)",
     )
     parser.add_argument(
         "--score",
@@ -209,15 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from mchad.report.runs import COMPLETE, FAILED, INCOMPLETE, find_runs, group_by_code_version, read_runs
+    from mchad.report.runs import COMPLETE, DEBUG, FAILED, INCOMPLETE, find_runs, group_by_code_version, read_runs
     from mchad.report.tables import select_headline
 
     try:
         if args.out.exists() and not args.out.is_dir():
             raise ConfigError(f"--out {args.out} is a file: pass a folder for the report files, e.g. --out report/")
-        runs = find_runs(args.dirs)
+        runs = find_runs(args.dirs, include_debug=args.include_debug)
         counts = runs["status"].value_counts()
-        print(", ".join(f"{counts.get(status, 0)} {status}" for status in (COMPLETE, INCOMPLETE, FAILED)) + " runs")
+        statuses = (COMPLETE, INCOMPLETE, FAILED, *([DEBUG] if counts.get(DEBUG) else []))
+        print(", ".join(f"{counts.get(status, 0)} {status}" for status in statuses) + " runs")
         for line in _not_averaged(runs):
             print(f"  not averaged, {line}")
         results = read_runs(runs)

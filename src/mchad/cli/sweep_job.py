@@ -1,6 +1,6 @@
 """The child process of one sweep job: ``python -m mchad.cli.sweep_job`` with the pickled job on stdin.
 
-:func:`mchad.cli.launch.run_sweep_job` starts it, so that a job whose process dies (``kill -9``, out
+:func:`mchad.cli.sweep.run_sweep_job` starts it, so that a job whose process dies (``kill -9``, out
 of memory) fails alone. A plain subprocess, not ``multiprocessing``: the launchers' workers
 (joblib's loky, Ray) run under start methods that a nested ``multiprocessing`` child cannot
 take over. The child sets up Hydra's state and logging as the parent had them, runs the task,
@@ -23,6 +23,8 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import configure_log, setup_globals
+
+from mchad.files import atomic_write
 
 ERROR_FILE = "error.txt"
 RETURN_FILE = "job_return.json"
@@ -47,9 +49,8 @@ def main() -> int:
         log.error("run %s failed: %s (traceback in %s)", run_dir, error, run_dir / ERROR_FILE)
         return 1
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".{RETURN_FILE}.tmp"
-    tmp.write_text(json.dumps(job_return(result), default=lambda v: v.item() if hasattr(v, "item") else str(v)))
-    tmp.replace(run_dir / RETURN_FILE)
+    returned = json.dumps(job_return(result), default=lambda v: v.item() if hasattr(v, "item") else str(v))
+    atomic_write(run_dir / RETURN_FILE, returned)
     return 0
 
 

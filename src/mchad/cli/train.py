@@ -4,17 +4,21 @@
     mchad-train -m experiment=cifar10-mchad seed=1,2,3           # a sweep
     mchad-eval ckpt_path=RUN/checkpoints/best.ckpt [testsets=...] [ood_folders=[DIR,...]]
 
-``--help`` lists the config groups; ``--cfg job`` prints the composed config. The training
-stack (:mod:`mchad.train`, Lightning) is imported when a run starts, by name.
+``--help`` describes the command; ``--cfg job`` prints the config a run (or, with ``ckpt_path``,
+an evaluation) uses. The training stack (:mod:`mchad.train`, Lightning) is imported when a run
+starts, by name.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mchad.cli.launch import launch
+from mchad.cli.launch import fail, launch
+from mchad.config import compose
+from mchad.errors import ConfigError, command
 from mchad.rundir import checkpoint_run_dir
 
 
@@ -42,5 +46,53 @@ def train_main(argv: Sequence[str] | None = None) -> None:
     launch("mchad.train:train", job_name="run", argv=argv, check=check_training)
 
 
+def eval_defaults(argv: list[str]) -> list[str]:
+    """What ``mchad-eval`` puts before the user's overrides: its help page (``config/hydra/help/eval.yaml``),
+    named as the user ran it, and its output directory (:func:`eval_run_dir_override`)."""
+    return ["hydra/help=eval", f"hydra.help.app_name='{command('eval')}'", *eval_run_dir_override(argv)]
+
+
 def eval_main(argv: Sequence[str] | None = None) -> None:
-    launch("mchad.train:evaluate_checkpoint", job_name="eval", argv=argv, defaults=eval_run_dir_override)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not show_evaluation_config(argv):
+        launch("mchad.train:evaluate_checkpoint", job_name="eval", argv=argv, defaults=eval_defaults)
+
+
+def option(argv: Sequence[str], *names: str) -> str | None:
+    """The value of a command-line option given as ``--name VALUE`` or ``--name=VALUE``."""
+    for index, arg in enumerate(argv):
+        for name in names:
+            if arg == name and index + 1 < len(argv):
+                return argv[index + 1]
+            if arg.startswith(name + "="):
+                return arg.split("=", 1)[1]
+    return None
+
+
+def show_evaluation_config(argv: Sequence[str]) -> bool:
+    """``mchad-eval --cfg job|all ckpt_path=X``: print the config the evaluation of X uses, the one the
+    checkpoint was trained with and the evaluation overrides (Hydra alone would print the default
+    config). False, doing nothing, for any other command line: Hydra handles it."""
+    shown = option(argv, "--cfg", "-c")
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    if shown not in ("job", "all") or "-m" in argv or "--multirun" in argv:
+        return False
+    if not any(o.startswith("ckpt_path=") for o in overrides):
+        return False
+    from mchad.train import saved_run_config  # reads the checkpoint: the training stack
+
+    try:
+        cfg = compose([*eval_run_dir_override(overrides), *overrides])
+        evaluated = saved_run_config(cfg, cfg.hydra.run.dir) or cfg
+    except ConfigError as error:
+        fail(str(error))
+    if shown == "all" and "hydra" not in evaluated:
+        with open_dict(evaluated):
+            evaluated.hydra = cfg.hydra
+    elif shown == "job" and "hydra" in evaluated:
+        evaluated = OmegaConf.masked_copy(evaluated, [k for k in evaluated if k != "hydra"])
+    package = option(argv, "--package", "-p")
+    if package:
+        evaluated = OmegaConf.select(evaluated, package)
+    print(OmegaConf.to_yaml(evaluated, resolve="--resolve" in argv), end="")
+    return True

@@ -199,7 +199,15 @@ def folder_testsets(folders: Sequence[str]) -> list[dict]:
 
 
 def split_sizes(n: int, val_size: float | int) -> int:
-    """Number of validation samples: a fraction of ``n`` (0 < val_size < 1) or a count (>= 1)."""
+    """Number of validation samples: a fraction of ``n`` (0 < val_size < 1) or a whole count (an int >= 1).
+
+    A float >= 1 is neither (1.0 would hold out one image, not all of them) and is refused.
+    """
+    if isinstance(val_size, float) and val_size >= 1:
+        raise ConfigError(
+            f"data.val_size={val_size} is not a fraction in (0, 1): give a fraction, e.g. data.val_size=0.1, "
+            "or a whole number of images, e.g. data.val_size=5000"
+        )
     n_val = round(val_size * n) if val_size < 1 else int(val_size)
     if not 0 < n_val < n:
         raise ConfigError(
@@ -362,11 +370,21 @@ class OODDataModule(pl.LightningDataModule):
         if stage in ("test", "predict", None) and self._test is None:
             self._test = self._setup_test()
 
-    def _setup_fit(self) -> FitData:
+    def _id_split(self) -> tuple[ImageTensors, Tensor, int]:
+        """The ID train set, its seeded permutation and the number of validation images at its start."""
         train = self.load(DataRef("id", self.dataset, "train", self.root))
         self._check_labels(train)
         order = torch.randperm(len(train), generator=seeded_generator(self.seed, 0))
-        n_val = split_sizes(len(train), self.val_size)
+        return train, order, split_sizes(len(train), self.val_size)
+
+    def id_train_split(self, limit: int | None = None) -> ImageTensors:
+        """The ID images training read (without the validation split), un-augmented; the first ``limit``
+        of the seeded permutation (a seeded random sample) in file order. Loads no outliers."""
+        train, order, n_val = self._id_split()
+        return train.subset(order[n_val:][:limit].sort().values)
+
+    def _setup_fit(self) -> FitData:
+        train, order, n_val = self._id_split()
         val_id = train.subset(order[:n_val].sort().values)
         if not self.outliers:
             noise = self.load(DataRef("val-ood", VAL_NOISE, "val", None))
@@ -425,14 +443,15 @@ class OODDataModule(pl.LightningDataModule):
         )  # fmt: skip
         return self._loader(batches, EpochSampler(len(batches)))
 
-    def _eval_loader(self, data: ImageTensors) -> DataLoader:
+    def eval_loader(self, data: ImageTensors) -> DataLoader:
+        """Batches of ``eval_batch_size`` images of ``data`` in order (validation, testing, fitting detectors)."""
         return self._loader(EvalBatches(data, self.eval_batch_size))
 
     def val_dataloader(self) -> list[DataLoader]:
         fit = self.fit_data
-        return [self._eval_loader(fit.val_id), self._eval_loader(fit.val_ood)]
+        return [self.eval_loader(fit.val_id), self.eval_loader(fit.val_ood)]
 
     def test_dataloader(self) -> list[DataLoader]:
         if self._test is None:
             self.setup("test")
-        return [self._eval_loader(data) for data in self._test]
+        return [self.eval_loader(data) for data in self._test]

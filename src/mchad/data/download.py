@@ -11,14 +11,12 @@ interrupted is recognised and extracted again.
 from __future__ import annotations
 
 import fcntl
-import glob
 import gzip
 import hashlib
 import logging
 import os
 import shutil
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -29,6 +27,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mchad.errors import ConfigError
+from mchad.files import atomic_file, remove_parts
 
 log = logging.getLogger(__name__)
 
@@ -115,22 +114,27 @@ def file_lock(path: Path) -> Iterator[None]:
         os.close(handle)
 
 
-def _download(url: str, dest: Path) -> Path:
-    """Stream ``url`` into a unique temporary file beside ``dest``; return that file's path."""
-    handle, part = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    # mkstemp creates 0600; a shared data dir must stay readable by the other users' runs
-    os.chmod(part, 0o644)
+def _download(remote: RemoteFile, dest: Path) -> None:
+    """Stream ``remote`` into ``dest`` atomically; verified (size, checksum) before it takes the name."""
     try:
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
-            shutil.copyfileobj(response, out, CHUNK_BYTES)
+        with atomic_file(dest) as out:
+            with urllib.request.urlopen(remote.url, timeout=TIMEOUT_S) as response:
+                shutil.copyfileobj(response, out, CHUNK_BYTES)
+            out.flush()
+            problem = mismatch(remote, Path(out.name))
+            if problem:
+                raise ConfigError(
+                    f"the download of {remote.filename} from {remote.url} is corrupted ({problem}): "
+                    f"try again, or download it by hand and save it as {dest}"
+                )
+    except ConfigError:
+        raise
     except (urllib.error.URLError, OSError, ValueError) as error:
-        Path(part).unlink(missing_ok=True)
         reason = " ".join(str(getattr(error, "reason", error)).split())
         raise ConfigError(
-            f"cannot download {url} ({reason}): download it by hand and save it as {dest}, "
+            f"cannot download {remote.url} ({reason}): download it by hand and save it as {dest}, "
             "or point the data set's root at a local copy"
         ) from error
-    return Path(part)
 
 
 def fetch(remote: RemoteFile, dest_dir: str | Path, download: bool = True) -> Path:
@@ -154,18 +158,9 @@ def fetch(remote: RemoteFile, dest_dir: str | Path, download: bool = True) -> Pa
                 "or point the data set's root at a local copy"
             )
         # a run killed mid-download leaves its temporary file; under the lock none is still being written
-        for stale in dest.parent.glob(f".{glob.escape(dest.name)}.*.part"):
-            stale.unlink(missing_ok=True)
+        remove_parts(dest.parent, f"{dest.name}.")
         log.info("downloading %s to %s", remote.url, dest)
-        part = _download(remote.url, dest)
-        problem = mismatch(remote, part)
-        if problem:
-            part.unlink()
-            raise ConfigError(
-                f"the download of {remote.filename} from {remote.url} is corrupted ({problem}): "
-                f"try again, or download it by hand and save it as {dest}"
-            )
-        os.replace(part, dest)
+        _download(remote, dest)
     return dest
 
 

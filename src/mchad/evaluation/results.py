@@ -1,7 +1,6 @@
 """results.csv: one row per (OOD test set, score) of a finished run.
 
-The file is written atomically (a temporary file in the same directory, then
-``os.replace``), so a run killed while writing leaves either the previous
+The file is written atomically (:func:`mchad.files.atomic_write`), so a run killed while writing leaves either the previous
 results.csv or none, never half a file; :func:`results_complete` is what a
 sweep checks to skip finished runs.
 """
@@ -11,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mchad.evaluation.metrics import METRIC_NAMES
+from mchad.files import atomic_write
 
 RESULTS_FILE = "results.csv"
 """A run's results, in its run directory."""
@@ -38,10 +37,15 @@ RESULT_COLUMNS = (
     "n_id",
     "n_ood",
     "epochs",
+    "debug",
     "run_dir",
 )
+"""``debug``: the ``debug=`` option of a smoke-test run (``fdr``, ``limit``, ``overfit``), empty for a real one."""
 
-_TEXT_COLUMNS = ("experiment", "method", "dataset", "ood_dataset", "group", "score", "run_dir")
+LATER_COLUMNS = {"debug": ""}
+"""Columns added after results.csv files were first written, with the value a file without them reads as."""
+
+_TEXT_COLUMNS = ("experiment", "method", "dataset", "ood_dataset", "group", "score", "debug", "run_dir")
 _PERCENT_COLUMNS = ("Accuracy", *METRIC_NAMES)
 
 
@@ -65,22 +69,11 @@ def write_results(rows: Sequence[dict], path: str | os.PathLike) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    # mkstemp makes the file 0600; results are for colleagues and reports too, as the umask allows
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_name, 0o666 & ~umask)
-    try:
-        with os.fdopen(handle, "w", newline="") as tmp:
-            writer = csv.DictWriter(tmp, fieldnames=RESULT_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=RESULT_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, text.getvalue())
 
 
 def read_results(path: str | os.PathLike) -> pd.DataFrame:
@@ -94,11 +87,14 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"results file {path} does not exist: run the experiment first or fix the path")
     frame = pd.read_csv(path, dtype={column: str for column in _TEXT_COLUMNS}, float_precision="round_trip")
-    missing = [column for column in RESULT_COLUMNS if column not in frame.columns]
+    missing = [column for column in RESULT_COLUMNS if column not in frame.columns and column not in LATER_COLUMNS]
     if missing:
         raise ValueError(
             f"{path} lacks the column {missing[0]!r}: it was not written by mchad.evaluation.write_results"
         )
+    for column, value in LATER_COLUMNS.items():
+        if column not in frame.columns:
+            frame.insert(RESULT_COLUMNS.index(column), column, value)
     frame[list(_TEXT_COLUMNS)] = frame[list(_TEXT_COLUMNS)].fillna("")
     return frame
 

@@ -165,6 +165,7 @@ class CAC(Method):
     """
 
     score_names = ("distance", "cac")
+    embedding_kind = "a logit space with fixed class anchors, scored by distances"
 
     def __init__(
         self,

@@ -50,6 +50,7 @@ class Center(MCHAD):
     """
 
     score_names = ("distance", *LOGIT_SCORES)
+    embedding_kind = "an embedding with a center per class and a linear classifier of its own on it"
 
     def __init__(
         self,

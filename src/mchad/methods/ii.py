@@ -69,6 +69,7 @@ class II(Method):
     """
 
     score_names = ("distance",)
+    embedding_kind = "an embedding whose class centers are the class means, no linear class head"
 
     def __init__(
         self, n_classes: int, n_embedding: int, weight_separation: float = 1.0, batch_norm: bool = True

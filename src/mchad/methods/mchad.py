@@ -71,6 +71,7 @@ class MCHAD(Method):
     """
 
     score_names = ("distance",)
+    embedding_kind = "an embedding with a learned center per class, no linear class head"
 
     def __init__(
         self,

@@ -38,6 +38,13 @@ class Method(nn.Module, ABC):
     #: names of the OOD scores returned by :meth:`scores`, in a stable order.
     score_names: tuple[str, ...] = ()
 
+    #: whether the backbone's output ``z`` are class logits, i.e. its last linear layer is the class head:
+    #: what logit detectors (msp, energy, odin, ...) and head detectors (vim, dice, react, ...) need
+    #: (:mod:`mchad.evaluation.detectors`)
+    linear_head: bool = False
+    #: what the backbone's output ``z`` is to this method, named when a detector is refused
+    embedding_kind: str = "an embedding"
+
     def __init__(self, n_classes: int, n_embedding: int) -> None:
         super().__init__()
         if int(n_classes) < 2:

@@ -48,6 +48,8 @@ class Softmax(Method):
     """
 
     score_names = LOGIT_SCORES
+    linear_head = True
+    embedding_kind = "the class logits"
 
     def __init__(self, n_classes: int, n_embedding: int, weight_ce: float = 1.0) -> None:
         super().__init__(n_classes, n_embedding)

@@ -128,11 +128,13 @@ class WideResNet(nn.Module):
             elif isinstance(module, nn.Linear):
                 nn.init.zeros_(module.bias)
 
+    def feature_maps(self, x: Tensor) -> Tensor:
+        """The last activations before pooling, (B, 64 * widen_factor, 8, 8) for 32 x 32 images."""
+        return self.relu(self.bn1(self.block3(self.block2(self.block1(self.conv1(x))))))
+
     def features(self, x: Tensor) -> Tensor:
-        """Penultimate features: globally average-pooled activations, (B, 64 * widen_factor)."""
-        out = self.block3(self.block2(self.block1(self.conv1(x))))
-        out = self.relu(self.bn1(out))
-        return out.mean(dim=(2, 3))
+        """Penultimate features: globally average-pooled :meth:`feature_maps`, (B, 64 * widen_factor)."""
+        return self.feature_maps(x).mean(dim=(2, 3))
 
     def forward(self, x: Tensor) -> Tensor:
         """Embedding ``fc(features(x))``, (B, n_outputs)."""

@@ -11,7 +11,7 @@ Library (the notebook uses these)::
     summary = summarize(results)        # mean/std over seeds of the per-seed mean over OOD sets, percent
     to_markdown(summary); to_latex(summary); per_ood(results); auroc_boxplot(results, "cifar10", "auroc.png")
 
-Statistics (``--stats``; imported on its own, as it needs autorank; docs/statistics.md)::
+Statistics (``--stats``; imported on its own, as it needs the stats extra; docs/statistics.md)::
 
     from mchad.report import stats
     summary = stats.add_confidence_intervals(summary, results)   # 95% bootstrap interval of every cell

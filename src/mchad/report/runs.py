@@ -5,6 +5,8 @@ A directory is a *run* when it holds any of the files a run leaves behind:
 crashed) or ``results.csv`` (it evaluated). Its status is
 
 - ``complete``: ``results.csv`` exists and parses with every column of the results schema;
+- ``debug``: complete, but made by a smoke test (``debug=fdr|limit|overfit``, results.csv's ``debug``
+  column): a few batches, not a result; ``complete`` when asked for (``include_debug``);
 - ``failed``: not complete, and ``error.txt`` exists;
 - ``incomplete``: anything else (still running, killed, or a truncated ``results.csv``).
 
@@ -35,11 +37,11 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
-from mchad.errors import ConfigError
+from mchad.errors import ConfigError, command
 from mchad.evaluation.results import RESULT_COLUMNS, read_results, results_complete
 from mchad.rundir import PROVENANCE_FILE
 
-COMPLETE, INCOMPLETE, FAILED = "complete", "incomplete", "failed"
+COMPLETE, DEBUG, INCOMPLETE, FAILED = "complete", "debug", "incomplete", "failed"
 RUN_COLUMNS = ["run_dir", "status", "detail"]
 UNKNOWN = "unknown"
 PACKAGE_KEYS = ("python", "torch", "pytorch_lightning", "cuda", "cudnn")
@@ -83,10 +85,16 @@ def _last_line(path: Path) -> str:
     return lines[-1][:200] if lines else "error.txt is empty"
 
 
-def run_status(run_dir: Path) -> tuple[str, str]:
-    """(status, detail) of one run directory; detail says why a run is not complete."""
+def run_status(run_dir: Path, include_debug: bool = False) -> tuple[str, str]:
+    """(status, detail) of one run directory; detail says why a run is not complete.
+
+    ``include_debug``: a smoke-test run (``debug=...``) with results counts as complete.
+    """
     results = run_dir / "results.csv"
     if results_complete(results):
+        debug = next((d for d in read_results(results)["debug"] if d), "")
+        if debug and not include_debug:
+            return DEBUG, f"debug={debug}, a smoke test: {command('report')} --include-debug averages it too"
         return COMPLETE, ""
     if (run_dir / "error.txt").is_file():
         return FAILED, _last_line(run_dir / "error.txt")
@@ -97,10 +105,13 @@ def run_status(run_dir: Path) -> tuple[str, str]:
     return INCOMPLETE, "no results.csv"
 
 
-def find_runs(dirs: Dirs) -> pd.DataFrame:
-    """Every run directory under ``dirs`` (searched recursively), one row each: run_dir, status, detail."""
+def find_runs(dirs: Dirs, include_debug: bool = False) -> pd.DataFrame:
+    """Every run directory under ``dirs`` (searched recursively), one row each: run_dir, status, detail.
+
+    ``include_debug``: smoke-test runs (``debug=...``) with results are ``complete``, not ``debug``.
+    """
     found = {path.resolve() for root in _as_dirs(dirs) for path in _run_dirs(root)}
-    rows = [(str(path), *run_status(path)) for path in sorted(found)]
+    rows = [(str(path), *run_status(path, include_debug)) for path in sorted(found)]
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
@@ -135,9 +146,10 @@ def read_runs(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def load_results(dirs: Dirs) -> pd.DataFrame:
-    """The rows of every complete run's results.csv under ``dirs``; unfinished and failed runs are left out."""
-    return read_runs(find_runs(dirs))
+def load_results(dirs: Dirs, include_debug: bool = False) -> pd.DataFrame:
+    """The rows of every complete run's results.csv under ``dirs``; unfinished and failed runs are left out,
+    and smoke-test runs (``debug=...``) unless ``include_debug``."""
+    return read_runs(find_runs(dirs, include_debug))
 
 
 def read_provenance(run_dir: Path) -> dict[str, Any]:

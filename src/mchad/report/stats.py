@@ -10,26 +10,25 @@
   signed-rank test (``scipy.stats.wilcoxon``, exact for small samples without ties); the p-values
   of a data set are Holm-adjusted (``statsmodels``) over its comparisons. A row whose adjusted
   p-value is at least 0.05 is *not significantly different* from the best.
-- Critical-difference diagram (``autorank``): the rows' mean ranks by AUROC over blocks, with
-  the Friedman test and the Nemenyi critical distance. The blocks are the data sets when at
-  least 5 of them hold every row (Demšar's setting), else the (dataset, OOD set) pairs, each
-  valued by the mean AUROC over runs; blocks that miss a row are left out, and with fewer
-  than 5 blocks (autorank's minimum) no diagram is drawn.
+- Critical-difference diagram (Demšar 2006): the rows' mean ranks by AUROC over blocks (1 = best,
+  ties share the mean rank), the Friedman test (``scipy.stats.friedmanchisquare``; for two rows the
+  two-sided Wilcoxon signed-rank test over the blocks) and the Nemenyi critical distance
+  (:func:`nemenyi_critical_distance`), drawn by scikit-posthocs' ``critical_difference_diagram``
+  with a bar joining rows whose mean ranks are within that distance. The blocks are the data sets
+  when at least 5 of them hold every row (Demšar's setting), else the (dataset, OOD set) pairs,
+  each valued by the mean AUROC over runs; blocks that miss a row are left out, and with fewer
+  than 5 blocks no diagram is drawn.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import os
-import warnings
-from contextlib import redirect_stdout
 
 import numpy as np
 import pandas as pd
-from autorank import autorank
-from autorank._util import _critical_distance, cd_diagram
 from matplotlib.figure import Figure
+from scikit_posthocs import critical_difference_diagram
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
@@ -53,7 +52,8 @@ N_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 TESTED_METRIC = MARKED_METRIC  # the tables mark the outcome of these tests
 MIN_BLOCKS = 5
-"""autorank refuses fewer blocks ("requires at least five performance estimations")."""
+"""Fewer blocks draw no CD diagram: the Friedman and Nemenyi tests are large-sample approximations, and with 4 blocks
+the critical distance of 3 rows (1.66) is most of the rank scale (2)."""
 
 _INTERVAL = (
     f"the {1 - ALPHA:.0%} percentile bootstrap confidence interval of the mean over runs ({N_RESAMPLES:,} resamples)"
@@ -212,6 +212,61 @@ def cd_blocks(results: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return data, "(dataset, OOD set) blocks"
 
 
+def nemenyi_critical_distance(k: int, n_blocks: int, alpha: float = ALPHA) -> float:
+    """How far apart the mean ranks of two of ``k`` rows over ``n_blocks`` blocks must be to differ at level ``alpha``
+    (Demšar 2006, eq. 5): q_alpha * sqrt(k (k + 1) / (6 N)), q_alpha the upper alpha quantile of the studentized range
+    of k means with infinite degrees of freedom, divided by sqrt(2)."""
+    q_alpha = stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2)
+    return float(q_alpha * math.sqrt(k * (k + 1) / (6 * n_blocks)))
+
+
+def mean_ranks(data: pd.DataFrame) -> pd.Series:
+    """Each row's (a column of ``data``) mean rank over the blocks (the index), 1 = highest AUROC, ties sharing the
+    mean rank; best first."""
+    return data.rank(axis=1, ascending=False, method="average").mean().sort_values(kind="stable")
+
+
+def omnibus_test(data: pd.DataFrame) -> tuple[str, float]:
+    """Whether the rows' ranks differ at all: the Friedman test; for two rows (where Friedman is a sign test) the
+    two-sided Wilcoxon signed-rank test over the blocks. Returns its name and p-value."""
+    columns = data.T.to_numpy()
+    if len(columns) == 2:
+        return "Wilcoxon", _wilcoxon(*columns)[1]
+    return "Friedman", float(stats.friedmanchisquare(*columns).pvalue)
+
+
+def cd_figure(data: pd.DataFrame, blocks: str) -> tuple[Figure, str]:
+    """The critical-difference diagram of ``data`` (:func:`cd_blocks`, at least two rows) and the line that says what it
+    shows."""
+    ranks, critical = mean_ranks(data), nemenyi_critical_distance(data.shape[1], len(data))
+    test, p_value = omnibus_test(data)
+    # the bars join the rows whose mean ranks are within the critical distance: "p" 1 for those pairs, 0 for the rest
+    apart = np.abs(ranks.to_numpy()[:, None] - ranks.to_numpy()[None, :]) > critical
+    # the row names stand left and right of the rank scale: long ones (an ablation's variants) widen the figure
+    longest = max(len(str(name)) for name in ranks.index)
+    figure = Figure(figsize=(max(8.0, 4.0 + 0.08 * longest), 1.6 + 0.3 * data.shape[1]), layout="constrained")
+    figure.suptitle(
+        f"AUROC mean rank over {len(data)} {blocks} (1 = best)\n{test} p = {p_value:.2g}; "
+        f"bars join rows within the Nemenyi CD = {critical:.2f}",
+        fontsize=9,
+    )
+    axes = figure.add_subplot()
+    critical_difference_diagram(
+        ranks, pd.DataFrame(np.where(apart, 0.0, 1.0), index=ranks.index, columns=ranks.index), cd=critical,
+        alpha=ALPHA, ax=axes, label_fmt_left="{label} ({rank:.2f})", label_fmt_right="({rank:.2f}) {label}",
+        label_props={"fontsize": 8},
+    )  # fmt: skip
+    # the whole rank scale, 1 .. k, so that the ranks are seen against it (with a margin: no marker cut in half)
+    k = data.shape[1]
+    axes.set_xlim(0.9, max(k, ranks.iloc[0] + critical) + 0.1)
+    axes.set_xticks(range(1, k + 1))
+    line = (
+        f"CD diagram: mean AUROC ranks of {data.shape[1]} rows over {len(data)} {blocks}, "
+        f"{test} p = {p_value:.2g}, Nemenyi CD = {critical:.2f}"
+    )
+    return figure, line
+
+
 def draw_cd_diagram(results: pd.DataFrame, path: str | os.PathLike) -> tuple[bool, str]:
     """Draw the critical-difference diagram of ``results`` to ``path`` (PNG); returns whether it was drawn and the
     line that says what was drawn, or why nothing was."""
@@ -220,28 +275,9 @@ def draw_cd_diagram(results: pd.DataFrame, path: str | os.PathLike) -> tuple[boo
         return False, "CD diagram skipped: a single method and score, nothing to rank"
     if len(data) < MIN_BLOCKS:
         return False, (
-            f"CD diagram skipped: autorank needs at least {MIN_BLOCKS} blocks holding every method, these runs give "
+            f"CD diagram skipped: it needs at least {MIN_BLOCKS} blocks holding every method, these runs give "
             f"{len(data)} {blocks}; add OOD sets or data sets"
         )
-    # autorank prints its ranking table whatever `verbose` says, and its normality tests warn about the tied
-    # columns that OOD results often have; neither concerns the rank-based (Friedman) path forced here.
-    with redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = autorank(data, alpha=ALPHA, order="descending", force_mode="nonparametric")
-    # For two rows autorank runs a Wilcoxon test and plots nothing; its own Nemenyi distance for k = 2 gives the
-    # same diagram as for more rows.
-    critical = result.cd if result.cd is not None else _critical_distance(ALPHA, 2, len(data))
-    figure = Figure(figsize=(8, 1.2 + 0.25 * data.shape[1]))
-    figure.suptitle(
-        f"AUROC mean rank over {len(data)} {blocks} (1 = best)\n{result.omnibus.title()} p = {result.pvalue:.2g}; "
-        f"bars join rows within the Nemenyi CD = {critical:.2f}",
-        fontsize=9,
-    )
-    # autorank lays the diagram out in a 6-unit-wide box and sets the row names outside its scale; the side margins
-    # of the figure keep long names in the picture.
-    cd_diagram(result._replace(cd=critical), True, figure.add_axes((0.16, 0.0, 0.68, 0.72)), 6)
+    figure, line = cd_figure(data, blocks)
     figure.savefig(path, dpi=120)
-    return True, (
-        f"CD diagram: mean AUROC ranks of {data.shape[1]} rows over {len(data)} {blocks}, "
-        f"{result.omnibus.title()} p = {result.pvalue:.2g}, Nemenyi CD = {critical:.2f}"
-    )
+    return True, line
