@@ -201,9 +201,8 @@ def overrides_of(command: Command) -> list[str] | None:
             if any(o.startswith(launchers) for o in overrides):
                 overrides = [o for o in overrides if not o.startswith((*launchers, "hydra.launcher."))]
     # a placeholder in a path (``RUN/<time>/...``) stands for a real folder name, which Hydra's grammar takes
-    [first] = command_line.job_overrides(
-        command_line.parse([re.sub(r"<[^<>]*>", "x", o) for o in overrides], multirun=True), every_job=False
-    )
+    parsed = command_line.parse([re.sub(r"<[^<>]*>", "x", o) for o in overrides], multirun=True)
+    [first] = command_line.job_overrides(parsed, every_job=False)
     return first
 
 

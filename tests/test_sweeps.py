@@ -225,7 +225,7 @@ def test_a_finished_job_is_read_in_the_worker_unless_its_config_changed(tmp_path
     cfg = compose(["experiment=quickstart", "seed=3"], output_dir=tmp_path)
     row = dict.fromkeys(RESULT_COLUMNS, 0.5) | {"experiment": "quickstart", "method": "mchad", "dataset": "digits",
            "ood_dataset": "gaussian", "group": "far", "score": "distance", "seed": 3, "n_id": 60, "n_ood": 60,
-           "epochs": 1, "run_dir": str(tmp_path)}  # fmt: skip
+           "epochs": 1, "debug": "", "run_dir": str(tmp_path)}  # fmt: skip
     assert finished_results(cfg, tmp_path) is None  # nothing there: the child starts the run
     rundir.check_fingerprint(tmp_path, cfg)  # what the run's first start records
     (tmp_path / RESULTS_FILE).write_text("experiment\n")  # killed while writing: the child resumes it

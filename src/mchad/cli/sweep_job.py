@@ -1,6 +1,6 @@
 """The child process of one sweep job: ``python -m mchad.cli.sweep_job`` with the pickled job on stdin.
 
-:func:`mchad.cli.launch.run_sweep_job` starts it, so that a job whose process dies (``kill -9``, out
+:func:`mchad.cli.sweep.run_sweep_job` starts it, so that a job whose process dies (``kill -9``, out
 of memory) fails alone. A plain subprocess, not ``multiprocessing``: the launchers' workers
 (joblib's loky, Ray) run under start methods that a nested ``multiprocessing`` child cannot
 take over. The child sets up Hydra's state and logging as the parent had them, runs the task,

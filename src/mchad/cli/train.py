@@ -42,14 +42,14 @@ def eval_run_dir_override(overrides: list[str]) -> list[str]:
     return [f"hydra.run.dir={checkpoint_run_dir(ckpt)}/eval/${{now:%Y-%m-%d_%H-%M-%S}}"]
 
 
-def eval_defaults(overrides: list[str]) -> list[str]:
-    """What ``mchad-eval`` puts before the user's overrides: its help page (``config/hydra/help/eval.yaml``),
-    named as the user ran it, and its output directory (:func:`eval_run_dir_override`)."""
-    return ["hydra/help=eval", f"hydra.help.app_name='{command('eval')}'", *eval_run_dir_override(overrides)]
-
-
 def train_main(argv: Sequence[str] | None = None) -> None:
     launch("mchad.train:train", job_name="run", argv=argv, check=check_training)
+
+
+def eval_defaults(argv: list[str]) -> list[str]:
+    """What ``mchad-eval`` puts before the user's overrides: its help page (``config/hydra/help/eval.yaml``),
+    named as the user ran it, and its output directory (:func:`eval_run_dir_override`)."""
+    return ["hydra/help=eval", f"hydra.help.app_name='{command('eval')}'", *eval_run_dir_override(argv)]
 
 
 def eval_main(argv: Sequence[str] | None = None) -> None:
@@ -79,7 +79,7 @@ def show_evaluation_config(argv: Sequence[str]) -> bool:
         return False
     if not any(o.startswith("ckpt_path=") for o in overrides):
         return False
-    from mchad.train import saved_run_config
+    from mchad.train import saved_run_config  # reads the checkpoint: the training stack
 
     try:
         cfg = compose([*eval_run_dir_override(overrides), *overrides])
