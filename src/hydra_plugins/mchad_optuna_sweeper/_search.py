@@ -25,6 +25,7 @@ take them back. :func:`check_search_space` checks a search before Hydra starts
 from __future__ import annotations
 
 import copy
+import importlib
 import inspect
 import math
 import re
@@ -249,7 +250,6 @@ def check_settings(settings: Any) -> SweeperSettings:
 
 def sampler(settings: SweeperSettings, seed: int | None) -> Any:
     """The configured Optuna sampler, given ``seed`` when its class takes one."""
-    from hydra.utils import get_class
     from optuna.samplers import BaseSampler
 
     kwargs = settings.sampler.model_extra or {}
@@ -259,11 +259,12 @@ def sampler(settings: SweeperSettings, seed: int | None) -> Any:
         raise ConfigError(
             f"hydra.sweeper.sampler.seed={kwargs['seed']} is set twice: seed the search with hydra.sweeper.seed"
         )
-    try:
-        cls = get_class(settings.sampler.target)
-    except Exception:  # Hydra's ImportError or ValueError, worded for its own log
+    module, _, name = settings.sampler.target.rpartition(".")
+    try:  # not hydra.utils.get_class: it logs an ERROR line of its own before raising
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
         raise ConfigError(f"{key} cannot be imported: name an Optuna sampler class, {example}") from None
-    if not issubclass(cls, BaseSampler):
+    if not (isinstance(cls, type) and issubclass(cls, BaseSampler)):
         raise ConfigError(f"{key} is not an Optuna sampler (optuna.samplers.BaseSampler): name one, {example}")
     seeded = {"seed": seed} if "seed" in inspect.signature(cls).parameters else {}
     try:
