@@ -23,13 +23,17 @@ CHECKOUT_SCRIPTS = {"train": "run.py", "eval": "eval.py"}
 """The scripts at the root of a source checkout, by the console script they stand for (``mchad-<tool>``)."""
 
 
-def command(tool: str) -> str:
-    """How the user runs ``tool`` (``train``, ``eval``, ``data``, ``report``), for messages and written files.
+def command(tool: str | None = None) -> str:
+    """How the user runs ``tool`` (``train``, ``eval``, ``data``, ``report``), for messages and written files;
+    without ``tool``, the command running now.
 
     ``python run.py`` / ``python eval.py`` when this process was started from a source
     checkout's scripts, else the installed console script ``mchad-<tool>``.
     """
     started_from = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    if tool is None:
+        tool = next((t for t, script in CHECKOUT_SCRIPTS.items() if script == started_from), None)
+        tool = tool or (started_from.removeprefix("mchad-") if started_from.startswith("mchad-") else "train")
     if tool in CHECKOUT_SCRIPTS and started_from in CHECKOUT_SCRIPTS.values():
         return f"python {CHECKOUT_SCRIPTS[tool]}"
     return f"mchad-{tool}"

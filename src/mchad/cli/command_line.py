@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import itertools
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -20,13 +19,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 
-from mchad.errors import ConfigError
-
-
-def command() -> str:
-    """The command the user ran: ``mchad-train``, or ``python run.py`` in a source checkout."""
-    name = Path(sys.argv[0]).name
-    return f"python {name}" if name.endswith(".py") else name
+from mchad.errors import ConfigError, command
 
 
 class Flags(argparse.ArgumentParser):
