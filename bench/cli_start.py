@@ -57,23 +57,25 @@ def main() -> None:
     if args.baseline:
         versions["baseline:"] = str(args.baseline.absolute())
     with tempfile.TemporaryDirectory(prefix="mchad-bench-") as tmp:
-        where = [f"paths.log_dir={tmp}/logs", f"paths.data_dir={tmp}/data"]
         seeds = ",".join(str(s) for s in range(1, args.jobs + 1))
-        sweep = [str(bin_dir / "mchad-train"), "-m", *SWEEP, *where]
-        commands = {"import_lightning": [sys.executable, "-c", "import pytorch_lightning"]}
-        commands |= {f"help/{command}": [str(bin_dir / command), "--help"] for command in COMMANDS}
-        if not args.skip_sweep:
-            seconds(
-                [*sweep, f"seed={seeds}"], Path(tmp), dict(os.environ)
-            )  # trains the jobs once; the timed re-runs skip them
-            commands |= {"sweep_skip/1": [*sweep, "seed=1"], f"sweep_skip/{args.jobs}": [*sweep, f"seed={seeds}"]}
-        runs = [
-            (prefix + name, command, path) for prefix, path in versions.items() for name, command in commands.items()
-        ]
-        times: dict[str, list[float]] = {name: [] for name, _, _ in runs}
+        runs = []
+        for prefix, path in versions.items():
+            # each version re-runs a sweep it trained itself: a run directory refuses another code's config
+            folder = Path(tmp) / (prefix.rstrip(":") or "current")
+            folder.mkdir()
+            sweep = [str(bin_dir / "mchad-train"), "-m", *SWEEP, f"paths.log_dir={folder}/logs",
+                     f"paths.data_dir={folder}/data"]  # fmt: skip
+            commands = {"import_lightning": [sys.executable, "-c", "import pytorch_lightning"]}
+            commands |= {f"help/{command}": [str(bin_dir / command), "--help"] for command in COMMANDS}
+            if not args.skip_sweep:
+                # trains the jobs once; the timed re-runs skip them
+                seconds([*sweep, f"seed={seeds}"], folder, {**os.environ, "PYTHONPATH": path})
+                commands |= {"sweep_skip/1": [*sweep, "seed=1"], f"sweep_skip/{args.jobs}": [*sweep, f"seed={seeds}"]}
+            runs += [(prefix + name, command, path, folder) for name, command in commands.items()]
+        times: dict[str, list[float]] = {name: [] for name, *_ in runs}
         for round_ in range(args.rounds):
-            for name, command, path in runs if round_ % 2 == 0 else runs[::-1]:
-                times[name].append(seconds(command, Path(tmp), {**os.environ, "PYTHONPATH": path}))
+            for name, command, path, folder in runs if round_ % 2 == 0 else runs[::-1]:
+                times[name].append(seconds(command, folder, {**os.environ, "PYTHONPATH": path}))
     figures = {name: statistics.median(values) for name, values in times.items()}
     for prefix in versions if not args.skip_sweep else ():
         many, one = figures[f"{prefix}sweep_skip/{args.jobs}"], figures[f"{prefix}sweep_skip/1"]
