@@ -12,7 +12,7 @@ import pytest
 from jupyter_client.kernelspec import find_kernel_specs
 from nbclient import NotebookClient
 from test_report import METRICS, expected_summary, make_sweep
-from test_sweeps import sweep
+from test_sweeps import QUICK, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "eval.ipynb"
@@ -84,7 +84,9 @@ def test_notebook_runs_on_a_synthetic_sweep(tmp_path, monkeypatch):
 
 @pytest.mark.slow  # the synthetic-sweep test above runs the same notebook code in the fast suite
 def test_notebook_runs_on_a_real_quickstart_sweep(tmp_path, monkeypatch):
-    result = sweep(tmp_path, "seed=1,2")
+    # debug=limit's batch limits without its mark: the notebook, like a report, leaves smoke tests out
+    limits = ["trainer.limit_train_batches=5", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
+    result = sweep(tmp_path, "seed=1,2", base=[*(o for o in QUICK if o != "debug=limit"), *limits])
     assert result.returncode == 0, result.stdout + result.stderr
     outputs = execute_notebook(tmp_path / "logs" / "multiruns", monkeypatch)
     assert count_plots(outputs) == 1

@@ -42,11 +42,11 @@ PAPER_DATASETS = ["cifar10", "cifar100", "svhn"]
 PAPER_METHODS = ["mchad", "gmchad", "cac", "gcac", "center", "gcenter", "ii"]
 
 
-def sweep(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
-    """``python run.py -m`` from tmp_path, with data and logs under tmp_path."""
+def sweep(tmp_path: Path, *overrides: str, base: list[str] = QUICK) -> subprocess.CompletedProcess:
+    """``python run.py -m`` from tmp_path, with data and logs under tmp_path (``base``: the quick settings)."""
     paths = [f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={tmp_path / 'data'}"]
     return subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), "-m", *QUICK, *paths, *overrides],
+        [sys.executable, str(ROOT / "run.py"), "-m", *base, *paths, *overrides],
         cwd=tmp_path,
         capture_output=True,
         text=True,
