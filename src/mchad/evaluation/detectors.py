@@ -56,8 +56,6 @@ import inspect
 import itertools
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -71,6 +69,7 @@ from torch import Tensor, nn
 from mchad.errors import ConfigError
 from mchad.evaluation.evaluator import evaluate
 from mchad.evaluation.metrics import ood_metrics
+from mchad.files import atomic_file
 from mchad.methods.method import Method
 
 log = logging.getLogger(__name__)
@@ -398,14 +397,8 @@ def weights_key(module: nn.Module, split: Mapping[str, Any]) -> str:
 
 def save_atomically(value: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(value, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as out:
+        torch.save(value, out)
 
 
 @torch.no_grad()
