@@ -499,14 +499,15 @@ def trained_config(ckpt_path: str | Path, state: dict[str, Any]) -> tuple[DictCo
     return None
 
 
-def saved_run_config(cfg: DictConfig, run_dir: Path) -> DictConfig | None:
+def saved_run_config(cfg: DictConfig, run_dir: Path, state: dict[str, Any] | None = None) -> DictConfig | None:
     """The config the checkpoint ``cfg.ckpt_path`` was trained with (:func:`trained_config`), with the
     evaluation overrides of the command line (:data:`EVALUATION_KEYS`) and ``run_dir`` as output directory.
+    ``state``: the checkpoint, when the caller has read it already.
 
     None for a checkpoint without a config (someone else's): then the command line
     describes the model. An override that would change the model is refused.
     """
-    found = trained_config(cfg.ckpt_path, load_checkpoint(cfg.ckpt_path))
+    found = trained_config(cfg.ckpt_path, state if state is not None else load_checkpoint(cfg.ckpt_path))
     if found is None:
         return None
     saved, source = found
@@ -539,10 +540,10 @@ def evaluate_checkpoint(cfg: DictConfig, run_dir: str | Path) -> list[dict]:
         raise ConfigError("ckpt_path is not set: pass ckpt_path=PATH/TO/checkpoints/last.ckpt")
     with rundir.lock(run_dir):
         try:
-            cfg = saved_run_config(cfg, run_dir) or cfg
+            state = load_checkpoint(cfg.ckpt_path)  # read once: its config, then its weights
+            cfg = saved_run_config(cfg, run_dir, state) or cfg
             validate_config(cfg)
             apply_threads(cfg)
-            state = load_checkpoint(cfg.ckpt_path)
             run = build_run(cfg, run_dir, evaluation_only=True)
             check_architecture(run, state, cfg.ckpt_path)
             save_run_config(cfg, run_dir)

@@ -72,35 +72,35 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    prepare_parser = commands.add_parser(
-        "prepare",
-        help="fetch, verify and cache every data set the experiments name (one line per data set)",
-        description="Fetch, verify and cache every data set the given experiments need (ID train and test,\n"
-        "outliers, validation noise, OOD test sets), one line per data set.",
-        epilog=PREPARE_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    prepare_parser.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="OVERRIDE",
-        help=f"experiment=NAME (repeatable: one config each) or any {command('train')} override, e.g. "
-        "paths.data_dir=/data",
-    )
-    verify_parser = commands.add_parser(
-        "verify",
-        help="hash every cache entry the experiments read against its recorded sha256 (one line per data set)",
-        description="Hash every cache entry the given configs read and compare it with the sha256 recorded\n"
-        "when it was written, one line per data set.",
-        epilog=VERIFY_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    verify_parser.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="OVERRIDE",
-        help="experiment=NAME (repeatable: one config each), data=NAME or any run.py override",
-    )
+    subcommands = {
+        "prepare": (
+            "fetch, verify and cache every data set the experiments name (one line per data set)",
+            "Fetch, verify and cache every data set the given experiments need (ID train and test,\n"
+            "outliers, validation noise, OOD test sets), one line per data set.",
+            PREPARE_EXAMPLES,
+        ),
+        "verify": (
+            "hash every cache entry the experiments read against its recorded sha256 (one line per data set)",
+            "Hash every cache entry the given configs read and compare it with the sha256 recorded\n"
+            "when it was written, one line per data set.",
+            VERIFY_EXAMPLES,
+        ),
+    }
+    for name, (summary, description, examples) in subcommands.items():
+        subcommand = commands.add_parser(
+            name,
+            help=summary,
+            description=description,
+            epilog=examples,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        subcommand.add_argument(
+            "overrides",
+            nargs="*",
+            metavar="OVERRIDE",
+            help=f"experiment=NAME (repeatable: one config each), data=NAME or any {command('train')} override, "
+            "e.g. paths.data_dir=/data",
+        )
     return parser
 
 
