@@ -1,39 +1,27 @@
 """The typed schema of a run config: every value, with its type and range, checked before any data is loaded.
 
-``validate_config(cfg)`` takes the composed run config (``mchad.config.compose``, or what
-Hydra hands ``run.py``), resolves its interpolations and validates it with pydantic v2, in
-*strict* mode: an integer field refuses ``2.5``, ``2.0`` and ``"2"`` (no silent truncation),
-a bool field refuses ``1`` and ``"yes"``; a float field takes ints, and refuses nan and inf
-unless the field says otherwise. The first problem becomes one :class:`~mchad.errors.ConfigError`
-line ``<key>=<bad value> <what is wrong>: <how to fix>``.
+``validate_config(cfg)`` resolves the composed run config and validates it with pydantic v2 in
+*strict* mode: an integer field refuses ``2.5``, ``2.0`` and ``"2"``, a bool field ``1`` and
+``"yes"``, a float field nan and inf unless it says otherwise. The first problem becomes one
+:class:`~mchad.errors.ConfigError` line ``<key>=<bad value> <what is wrong>: <how to fix>``; the
+fix is the field's ``description`` (``{key}`` stands for the full key), else derived from its
+type, bounds and default (:func:`fix_for`: ``use a whole number >= 1, e.g. data.batch_size=128``).
 
-Every range lives on its field, and so does the "how to fix" half of the message: a field's
-``description`` when it has one (``{key}`` stands for the full key), else it is derived from
-the field's type, bounds and default (:func:`fix_for`: ``use a whole number >= 1, e.g.
-data.batch_size=128``). Two kinds of node:
-
-* Fixed nodes are pydantic models: :class:`RunConfig` (top level), :class:`ModelConfig`,
-  :class:`DataConfig` (with :class:`Outliers`) and :class:`TestSet` (each ``testsets`` entry).
-* Nodes whose keys are a class's constructor arguments are validated against that class's
-  ``__init__`` signature (:func:`arguments_schema`): ``trainer`` (Lightning's ``Trainer``),
-  ``method``, ``model.backbone``, ``model.optimizer`` and ``model.scheduler`` (the class the
-  ``_target_`` names). The annotations give the types, :data:`RULES` adds ranges by parameter
-  name (a pattern, ``weight_*``, because a third-party class such as ``torch.optim.SGD``
-  cannot carry this project's ranges, and a new method gets its ranges by naming its
-  parameters like the others), :data:`ARGUMENT_ORDER` the few relations between two arguments.
-
-The nodes are checked in the order of :func:`validate_config`, so a value copied by an
-interpolation (``model.backbone.n_outputs: ${method.n_embedding}``) is reported under the key
-the user set. Checks that need more than one node or the data itself (an outlier set for a
-method with an outlier term, CAC's ``n_embedding == n_classes``, WideResNet's ``depth = 6n +
-4``, data set names) stay with the code that builds the run.
+Fixed nodes are pydantic models (:class:`RunConfig` and its parts). Nodes whose keys are a class's
+constructor arguments (``trainer``, ``method``, ``model.backbone``, ``model.optimizer``,
+``model.scheduler``: :data:`TARGET_NODES`) are checked against that class's ``__init__``
+signature (:func:`arguments_schema`), with ranges from :data:`RULES` by parameter name (a
+pattern such as ``weight_*``: ``torch.optim.SGD`` cannot carry this project's ranges, and a new
+method gets its ranges by naming its parameters like the others). They are checked in that
+order, so a value copied by an interpolation is reported under the key the user set. Checks
+that need several nodes or the data (an outlier set for an outlier term, WideResNet's ``depth =
+6n + 4``, data set names) stay with the code that builds the run.
 """
 
 import importlib
 import inspect
 import types
 import typing
-from collections.abc import Callable
 from fnmatch import fnmatch
 from functools import cache
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
@@ -72,26 +60,6 @@ def rule(description: str, tp: Any, fix: str | None = None) -> Any:
     return Annotated[Any, PlainValidator(check), Field(description=fix)]
 
 
-def choice(values: Callable[[], tuple], *common: Any, fix: str | None = None) -> Any:
-    """One of ``values()``, equal in value AND type (``1`` is not ``true``).
-
-    ``values`` is called at the first value that is not one of ``common``, so a default
-    config does not pay for the lookup (Lightning's Trainer signature).
-    """
-    allowed = cache(values)
-
-    def among(value: Any, choices: tuple) -> bool:
-        return any(type(value) is type(c) and value == c for c in choices)
-
-    def check(value: Any) -> Any:
-        if among(value, common) or among(value, allowed()):
-            return value
-        choices = dict.fromkeys(c if isinstance(c, str) else show(c) for c in allowed())
-        raise PydanticCustomError("choice", "must be one of {choices}", {"choices": ", ".join(choices)})
-
-    return Annotated[Any, PlainValidator(check), Field(description=fix)]
-
-
 def literal_values(tp: Any) -> tuple:
     """The values of a ``Literal`` type, or of a Union of them (Lightning's precision types)."""
     if typing.get_origin(tp) is Literal:
@@ -99,11 +67,20 @@ def literal_values(tp: Any) -> tuple:
     return tuple(v for arg in typing.get_args(tp) for v in literal_values(arg))
 
 
+@cache
 def lightning_precisions() -> tuple:
-    """``trainer.precision``: this project's ``auto`` and every value the Trainer's signature allows."""
     import pytorch_lightning
 
-    return ("auto", *literal_values(typing.get_type_hints(pytorch_lightning.Trainer.__init__)["precision"]))
+    return literal_values(typing.get_type_hints(pytorch_lightning.Trainer.__init__)["precision"])
+
+
+def precision(value: Any) -> Any:
+    """``trainer.precision``: ``auto`` (this project's) or a value of the Trainer's signature, equal in value
+    AND type (``16`` is not ``"16"``); Lightning is imported only for a value other than ``auto``."""
+    if value == "auto" or any(type(value) is type(c) and value == c for c in lightning_precisions()):
+        return value
+    choices = ", ".join(dict.fromkeys(c if isinstance(c, str) else show(c) for c in ("auto", *lightning_precisions())))
+    raise PydanticCustomError("choice", "must be one of {choices}", {"choices": choices})
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -170,7 +147,11 @@ class ModelConfig(Node):
     pretrained_checkpoint: str | None = Field(None, description="give the weights' file, or {key}=null (no weights)")
     optimizer: dict[str, Any]
     scheduler: dict[str, Any] | None = None
-    compile: choice(lambda: (False, True, *COMPILE_MODES), False, True, fix="e.g. {key}=reduce-overhead") = False
+    compile: rule(
+        f"true, false or one of {', '.join(COMPILE_MODES)}",
+        Union[bool, Literal[COMPILE_MODES]],
+        "e.g. {key}=reduce-overhead",
+    ) = False
     channels_last: bool = True
     embedding_plots: bool = False
     projector: bool = False
@@ -216,11 +197,9 @@ class TestSet(Node):
     label: Text | None = Field(None, description="give the set a label for results.csv, or leave the label out")
 
 
-class PartialTarget(BaseModel):
+class PartialTarget(Target):
     """A Hydra partial: the code calls it with the arguments it supplies (a detector's model, head)."""
 
-    model_config = ConfigDict(strict=True, extra="allow")
-    target: Text = Field(alias="_target_")
     partial: Literal[True] = Field(alias="_partial_")
 
 
@@ -285,7 +264,9 @@ RULES: dict[str, Any] = {
     ],
     "devices": Devices,
     "strategy": Annotated[Text, Field(description="name a Lightning strategy, e.g. {key}=auto (or trainer=ddp)")],
-    "precision": choice(lightning_precisions, "auto", fix="e.g. {key}=auto (bf16-mixed on a GPU, 32-true on a CPU)"),
+    "precision": Annotated[
+        Any, PlainValidator(precision), Field(description="e.g. {key}=auto (bf16-mixed on a GPU, 32-true on a CPU)")
+    ],
     "max_epochs": Annotated[int, Field(ge=1, description="train for one epoch or more ({key}=10)")],
     "limit_*_batches": rule(
         "a number of batches >= 0, a fraction in [0, 1] or null",
@@ -392,18 +373,9 @@ Checked in this order (the backbone's ``n_outputs`` is ``method.n_embedding``: a
 under ``method``)."""
 
 
-def argument_type(name: str, annotation: Any) -> Any:
-    """The annotation of a constructor argument with its range from :data:`RULES` (floats finite)."""
-    tp = Finite if annotation is float else annotation
-    for pattern, constraint in RULES.items():
-        if fnmatch(name, pattern):
-            return Annotated[tp, constraint] if isinstance(constraint, FieldInfo) else constraint
-    return tp
-
-
 @cache
 def arguments_schema(cls: type, base: type[Arguments]) -> type[Arguments]:
-    """A model of ``cls.__init__``'s arguments: its annotations, ranges from :data:`RULES`."""
+    """A model of ``cls.__init__``'s arguments: its annotations (floats finite), ranges from :data:`RULES`."""
     try:
         hints = typing.get_type_hints(cls.__init__) if base.typed else {}
     except Exception:  # annotations that do not resolve: types unchecked, ranges still apply
@@ -414,9 +386,12 @@ def arguments_schema(cls: type, base: type[Arguments]) -> type[Arguments]:
             continue
         required = p.default is p.empty or p.name in base.required
         default = None if p.name in base.supplied else ... if required else p.default
-        ranged = any(fnmatch(p.name, pattern) for pattern in RULES)
-        annotation = hints.get(p.name, float if ranged and not base.typed else Any)
-        fields[p.name] = (argument_type(p.name, annotation), default)
+        ranged = next((rule for pattern, rule in RULES.items() if fnmatch(p.name, pattern)), None)
+        tp = hints.get(p.name, float if ranged is not None and not base.typed else Any)
+        tp = Finite if tp is float else tp
+        if ranged is not None:
+            tp = Annotated[tp, ranged] if isinstance(ranged, FieldInfo) else ranged
+        fields[p.name] = (tp, default)
     return create_model(f"{cls.__name__}Arguments", __base__=base, **fields)
 
 

@@ -56,8 +56,7 @@ def ood_metrics(id_scores: Tensor, ood_scores: Tensor) -> dict[str, float]:
     ood_scores = _flat_checked("ood_scores", ood_scores)
     dtype = torch.promote_types(id_scores.dtype, ood_scores.dtype)
     id_scores, ood_scores = id_scores.to(dtype), ood_scores.to(dtype)
-    parts = _parts_from_sorted(np.sort(id_scores.cpu().numpy()), np.sort(ood_scores.cpu().numpy()))
-    return _metrics(id_scores.numel(), ood_scores.numel(), *parts)
+    return _from_sorted(np.sort(id_scores.cpu().numpy()), np.sort(ood_scores.cpu().numpy()))
 
 
 def accuracy(pred: Tensor, labels: Tensor) -> float:
@@ -91,24 +90,6 @@ def _flat_checked(name: str, scores: Tensor) -> Tensor:
     return scores
 
 
-def _metrics(
-    n_id: int, n_ood: int, auroc_pairs: int, fp_at_level: int, out_terms: np.ndarray, in_terms: np.ndarray
-) -> dict[str, float]:
-    """The four metrics from their exact counts and the PR terms of the runs in rising order.
-
-    ``auroc_pairs``: the ID-OOD pairs ranked right, counted twice, and the tied pairs
-    once; ``fp_at_level``: the ID samples flagged at FPR95's threshold. The terms are summed
-    by torch (the array is only wrapped), whose summation order earlier results were made with.
-    """
-    values = {
-        "AUROC": auroc_pairs / (2 * n_id * n_ood),
-        "AUPR-IN": float(torch.as_tensor(in_terms).sum()) / (2 * n_id),
-        "AUPR-OUT": float(torch.as_tensor(out_terms).sum()) / (2 * n_ood),
-        "FPR95": fp_at_level / n_id,
-    }
-    return {name: values[name] for name in METRIC_NAMES}
-
-
 def _smallest_count_at_level(n: int) -> int:
     """The smallest ``t`` with ``t / n >= 0.95`` in float64, the comparison the curve points make."""
     t = max(int(_TPR_LEVEL * n) - 1, 0)  # below the level: the product's rounding error is far below 1
@@ -117,24 +98,23 @@ def _smallest_count_at_level(n: int) -> int:
     return t
 
 
-def _parts_from_sorted(ids: np.ndarray, oods: np.ndarray) -> tuple:
-    """:func:`_metrics`'s arguments from the two sets, each sorted ascending.
+def _from_sorted(ids: np.ndarray, oods: np.ndarray) -> dict[str, float]:
+    """The four metrics from the two sets, each sorted ascending.
 
     A run of equal scores of one set is one step of that set's curve; its bounds in the set
     count that set's samples below and up to its score, :func:`_merged_counts` the other set's.
+    AUROC and FPR95 come from exact integer counts; the AUPR terms are summed by torch (the array
+    is only wrapped), whose summation order earlier results were made with.
     """
     n_id, n_ood = len(ids), len(oods)
     id_bounds, ood_bounds = _run_bounds(ids), _run_bounds(oods)
-    id_le, ood_lt = _merged_counts(ids, oods)
+    id_le, ood_lt = _merged_counts(ids, oods)  # per OOD sample, per ID sample
     ood_le, id_lt = _merged_counts(oods, ids)
-    # the counts at each run's score
-    id_lt, id_le, ood_lt, ood_le = (
-        id_lt[ood_bounds[:-1]],
-        id_le[ood_bounds[:-1]],
-        ood_lt[id_bounds[:-1]],
-        ood_le[id_bounds[:-1]],
-    )
-    # each of the c OOD samples of a run at u adds #{ID < u} + #{ID <= u}: the IDs below twice, those tied once
+    # at each run's first sample
+    id_lt, id_le = id_lt[ood_bounds[:-1]], id_le[ood_bounds[:-1]]
+    ood_lt, ood_le = ood_lt[id_bounds[:-1]], ood_le[id_bounds[:-1]]
+    # the ID-OOD pairs ranked right, twice, and the tied pairs once: each of the c OOD samples of a run at u
+    # adds #{ID < u} + #{ID <= u}
     auroc_pairs = int(np.dot(np.diff(ood_bounds), id_lt + id_le))
     # PR-OUT at an OOD score u steps from flagging s > u to flagging s >= u
     tp = np.subtract(n_ood, ood_bounds, dtype=np.float64)  # #{OOD >= u} at a run, #{OOD > u} at the next entry
@@ -149,7 +129,13 @@ def _parts_from_sorted(ids: np.ndarray, oods: np.ndarray) -> tuple:
     # the threshold flagging the top t OOD samples is the score of OOD sample n_ood - t (ascending)
     level_score = oods[n_ood - _smallest_count_at_level(n_ood)]
     fp_at_level = n_id - int(np.searchsorted(ids, level_score, side="left"))
-    return auroc_pairs, fp_at_level, out_terms, in_terms
+    values = {
+        "AUROC": auroc_pairs / (2 * n_id * n_ood),
+        "AUPR-IN": float(torch.as_tensor(in_terms).sum()) / (2 * n_id),
+        "AUPR-OUT": float(torch.as_tensor(out_terms).sum()) / (2 * n_ood),
+        "FPR95": fp_at_level / n_id,
+    }
+    return {name: values[name] for name in METRIC_NAMES}
 
 
 def _merged_counts(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
