@@ -18,8 +18,8 @@ that need several nodes or the data (an outlier set for an outlier term, WideRes
 6n + 4``, data set names) stay with the code that builds the run.
 """
 
-import importlib
 import inspect
+import pydoc
 import types
 import typing
 from fnmatch import fnmatch
@@ -252,7 +252,6 @@ class RunConfig(Node):
 # --------------------------------------------------------------------------------------------
 # constructor arguments: trainer, method, backbone, optimizer, scheduler
 
-WEIGHT = "use a finite weight >= 0 (0 turns the term off), e.g. {key}=1.0"
 MARGINS = "use finite energies with margin_in < margin_out, e.g. method.margin_in=-25 method.margin_out=-7"
 
 RULES: dict[str, Any] = {
@@ -292,7 +291,7 @@ RULES: dict[str, Any] = {
     "weight_decay": Field(ge=0, description="use 0 or a small finite weight decay, e.g. {key}=5e-5"),
     "n_classes": Field(ge=2, description="it follows data.n_classes: set that to the number of known classes"),
     "n_embedding": Field(ge=1, description="give a whole number of embedding dimensions >= 1, e.g. {key}=16"),
-    "weight_*": Field(ge=0, description=WEIGHT),
+    "weight_*": Field(ge=0, description="use a finite weight >= 0 (0 turns the term off), e.g. {key}=1.0"),
     "margin": Field(gt=0),
     "margin_in": Field(description=MARGINS),
     "margin_out": Field(description=MARGINS),
@@ -310,10 +309,6 @@ RULES: dict[str, Any] = {
 }
 """Ranges (and fixes) of constructor arguments by parameter name (a pattern): a ``FieldInfo`` narrows the
 signature's annotation (int or float), anything else is the argument's whole type."""
-
-ARGUMENT_ORDER: list[tuple[str, str]] = [("margin_in", "margin_out")]
-"""``(low, high)``: when a class takes both, ``low`` must be below ``high`` (energy: ID energies below
-``margin_in``, outlier energies above ``margin_out``)."""
 
 
 class Arguments(Node):
@@ -530,12 +525,6 @@ def check(model: type[BaseModel], values: Any, prefix: tuple = ()) -> BaseModel:
         raise ConfigError(message(error.errors()[0], model, prefix)) from None
 
 
-def locate(path: str) -> Any:
-    """The object a dotted path names, e.g. ``mchad.methods.mchad.MCHAD``."""
-    module, _, name = path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
-
-
 def target_class(node: dict, prefix: tuple, base: str, fix: str) -> type:
     """The class a ``_target_`` names; it must import and be a ``base``."""
     key = key_of((*prefix, "_target_"))
@@ -543,10 +532,12 @@ def target_class(node: dict, prefix: tuple, base: str, fix: str) -> type:
     if not isinstance(target, str) or not target:
         raise ConfigError(f"{key}={show(target)} is not a class name: {fix}")
     try:
-        cls = locate(target)
-    except (ImportError, AttributeError, ValueError):
-        raise ConfigError(f"{key}={show(target)} cannot be imported: {fix}") from None
-    if not isinstance(cls, type) or not issubclass(cls, locate(base)):
+        cls = pydoc.locate(target)
+    except pydoc.ErrorDuringImport:
+        cls = None
+    if cls is None:
+        raise ConfigError(f"{key}={show(target)} cannot be imported: {fix}")
+    if not isinstance(cls, type) or not issubclass(cls, pydoc.locate(base)):
         raise ConfigError(f"{key}={show(target)} is not a {base.rpartition('.')[2]}: {fix}")
     return cls
 
@@ -554,13 +545,13 @@ def target_class(node: dict, prefix: tuple, base: str, fix: str) -> type:
 def check_arguments(node: dict, prefix: tuple, base: str, keys: type[Arguments], fix: str = "") -> None:
     """Validate a node against a constructor's signature (:func:`arguments_schema`): ``base`` itself, or
     for a node with a ``_target_`` (``keys`` a :class:`TargetArguments`) the class it names."""
-    cls = target_class(node, prefix, base, fix) if issubclass(keys, TargetArguments) else locate(base)
+    cls = target_class(node, prefix, base, fix) if issubclass(keys, TargetArguments) else pydoc.locate(base)
     arguments = check(arguments_schema(cls, keys), node, prefix)
-    for low, high in ARGUMENT_ORDER:
-        lo, hi = getattr(arguments, low, None), getattr(arguments, high, None)
-        if lo is not None and hi is not None and not lo < hi:
-            key, other = key_of((*prefix, low)), key_of((*prefix, high))
-            raise ConfigError(f"{key}={show(lo)} must be below {other}={show(hi)}: {MARGINS}")
+    # the energy margins: ID energies below margin_in, outlier energies above margin_out
+    low, high = getattr(arguments, "margin_in", None), getattr(arguments, "margin_out", None)
+    if low is not None and high is not None and not low < high:
+        key, other = key_of((*prefix, "margin_in")), key_of((*prefix, "margin_out"))
+        raise ConfigError(f"{key}={show(low)} must be below {other}={show(high)}: {MARGINS}")
 
 
 # --------------------------------------------------------------------------------------------
