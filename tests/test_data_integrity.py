@@ -16,7 +16,7 @@ from conftest import write_image_tree
 from PIL import Image
 
 from mchad.data import registry
-from mchad.data.cache import cache_files
+from mchad.data.cache import CacheEntry
 from mchad.data.download import RemoteFile
 from mchad.data.images import read_images
 from mchad.data.registry import cache_name, load_dataset
@@ -38,7 +38,7 @@ def cache_warnings(caplog) -> list[str]:
 def entry_files(tmp_path: Path, name: str, root: Path, split: str) -> tuple[Path, Path, Path]:
     """Images, labels and sidecar of the cache entry of ``name`` read from ``root``."""
     version = registry.get_source(name).version
-    return cache_files(tmp_path / "data" / "cache", cache_name(name, root), split, version)
+    return CacheEntry(tmp_path / "data" / "cache", cache_name(name, root), split, version).files
 
 
 @pytest.fixture

@@ -146,7 +146,7 @@ def prepare(overrides: Sequence[str]) -> tuple[int, int]:
 
 def verify(overrides: Sequence[str]) -> tuple[int, int]:
     """Hash the cache entries of each config in ``overrides``; return (damaged or missing, total) entries."""
-    from mchad.data.cache import cache_stem, verify_cache
+    from mchad.data.cache import CacheEntry
     from mchad.data.registry import CACHE_FOLDER, cache_name, get_source
 
     failures = total = 0
@@ -155,9 +155,9 @@ def verify(overrides: Sequence[str]) -> tuple[int, int]:
             total += 1
             cache_dir = datamodule.data_dir.expanduser() / CACHE_FOLDER
             key = cache_name(ref.name, Path(ref.root).expanduser() if ref.root else None)
-            version = get_source(ref.name).version
-            count, problem = verify_cache(cache_dir, key, ref.split, version)
-            entry = cache_dir / f"{cache_stem(key, ref.split, version)}.*"
+            cached = CacheEntry(cache_dir, key, ref.split, get_source(ref.name).version)
+            count, problem = cached.verify()
+            entry = cache_dir / f"{cached.stem}.*"
             where = f"{name}: {ref.role:<8} {ref.name}/{ref.split}"
             if problem:
                 failures += 1

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torchvision.datasets as tvd
 
-from mchad.data.cache import Fingerprint, cached, open_cache
+from mchad.data.cache import CacheEntry, Fingerprint
 from mchad.data.download import RemoteFile, extract, fetch, file_lock
 from mchad.data.images import list_images, read_class_tree, read_images, to_rgb32
 from mchad.data.tensors import OOD_LABEL, ImageTensors
@@ -495,19 +495,14 @@ def load_dataset(
             f"root={local} for data set {name} does not exist: point it at a local copy or set it to null"
         )
     fingerprint = source.local_fingerprint(split, local) if local is not None else source.fingerprint(split)
-    cache_dir = Path(data_dir).expanduser() / CACHE_FOLDER
-    key = cache_name(name, local)
-    # checked without the lock, and quietly: an invalid entry is reported once, by cached() under the lock
-    tensors, _ = open_cache(cache_dir, key, split, source.version, fingerprint)
+    entry = CacheEntry(Path(data_dir).expanduser() / CACHE_FOLDER, cache_name(name, local), split, source.version)
+    # checked without the lock, and quietly: an invalid entry is reported once, by open_or_build() under the lock
+    tensors = entry.open(fingerprint, warn=False)
     if tensors is not None:
         return tensors
     folder = Path(data_dir).expanduser() / name
-    with file_lock(cache_dir / key):
-        return cached(
-            cache_dir,
-            key,
-            split,
-            source.version,
+    with file_lock(entry.folder / entry.name):
+        return entry.open_or_build(
             fingerprint,
             lambda: source.load_local(split, local) if local is not None else source.load(split, folder, download),
         )
