@@ -26,14 +26,15 @@ def finished_run(tmp_path: Path, *overrides: str) -> Path:
 
 def test_a_finished_run_refuses_fewer_epochs(tmp_path):
     run_dir = finished_run(tmp_path, "trainer.max_epochs=8")
+    recorded = (run_dir / rundir.FINGERPRINT_FILE).read_text()
     with pytest.raises(ConfigError) as caught:
         rundir.check_fingerprint(run_dir, compose(["experiment=quickstart", "trainer.max_epochs=2"]))
     assert str(caught.value).startswith(
         f"run directory {run_dir} holds a run made with another config (trainer.max_epochs: 8 -> 2): repeat the "
         "original command"
     )
-    recorded = yaml.safe_load((run_dir / rundir.FINGERPRINT_FILE).read_text())
-    assert recorded == rundir.fingerprint(compose(["experiment=quickstart", "trainer.max_epochs=8"]))
+    assert (run_dir / rundir.FINGERPRINT_FILE).read_text() == recorded
+    assert yaml.safe_load(recorded)["trainer.max_epochs"] == 8
 
 
 @pytest.mark.parametrize(

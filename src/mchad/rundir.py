@@ -1,12 +1,6 @@
-"""A run directory that holds one run: a lock, the config fingerprint, provenance, cleanup.
-
-A run directory belongs to one process at a time (:func:`lock`), and to one config for
-its whole life (:func:`check_fingerprint`): the first start writes ``fingerprint.yaml``,
-the config keys that decide the run's numbers, flattened; a later start (resume, or a
-sweep that skips a finished job) with any of those keys changed is refused, naming them,
-and nothing in the directory is rewritten. ``provenance.json`` records what else
-decides the numbers: code version, library versions, device, threads, determinism.
-"""
+"""A run directory holds one run: it belongs to one process at a time (:func:`lock`) and to one config
+for its whole life (:func:`check_fingerprint`); ``provenance.json`` records what else decides the
+numbers: code version, library versions, device, threads, determinism. Also its cleanup."""
 
 from __future__ import annotations
 
@@ -20,7 +14,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
+from importlib.metadata import PackageNotFoundError, distributions, version
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +24,6 @@ from omegaconf import DictConfig, OmegaConf
 from mchad.errors import ConfigError
 from mchad.files import atomic_write, remove_parts
 
-LOCK_FILE = ".lock"
 FINGERPRINT_FILE = "fingerprint.yaml"
 PROVENANCE_FILE = "provenance.json"
 
@@ -46,35 +40,25 @@ kernels round differently)."""
 
 @contextmanager
 def exclusive(path: Path, busy: Callable[[str], str]) -> Iterator[None]:
-    """Hold the file lock ``path`` for this process, which it records there; when another process holds
-    it, raise ConfigError(``busy(holder pid)``) at once.
-
-    An OS file lock (``flock``) dies with its process, so the lock of a killed process is
-    free for the next start without any stale-lock handling.
-    """
-    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    """Hold the file lock ``path``, recording this process's id in it; while another process holds it,
+    raise ConfigError(``busy(holder pid)``) at once. An OS file lock (``flock``) dies with its process,
+    so a killed process's lock is free for the next start without any stale-lock handling."""
+    with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise ConfigError(busy(path.read_text().strip() or "?")) from None
-        os.ftruncate(handle, 0)
-        os.write(handle, f"{os.getpid()}\n".encode())
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
         yield
-    finally:
-        os.close(handle)
 
 
-@contextmanager
-def lock(run_dir: Path) -> Iterator[None]:
+def lock(run_dir: Path) -> AbstractContextManager[None]:
     """Hold ``run_dir`` for this process; a second process fails at once, naming the holder."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    busy = lambda holder: (
-        f"run directory {run_dir} is in use by process {holder}: wait for it to finish, or give this "
-        "run another directory (hydra.run.dir=...)"
-    )
-    with exclusive(run_dir / LOCK_FILE, busy):
-        yield
+    how = "wait for it to finish, or give this run another directory (hydra.run.dir=...)"
+    return exclusive(run_dir / ".lock", lambda holder: f"run directory {run_dir} is in use by process {holder}: {how}")
 
 
 def checkpoint_run_dir(ckpt_path: str | Path) -> Path:
@@ -93,45 +77,37 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def fingerprint(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config keys that decide a run's numbers, flattened and sorted."""
-    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
-    kept = {k: v for k, v in flat.items() if not any(k == x or k.startswith(x + ".") for x in NOT_IN_FINGERPRINT)}
-    return dict(sorted(kept.items()))
-
-
 def holds_a_run(run_dir: Path) -> bool:
     """Whether the directory holds something a run produced: a checkpoint or results."""
     return any((run_dir / "checkpoints").glob("*.ckpt")) or (run_dir / "results.csv").exists()
 
 
 def check_fingerprint(run_dir: Path, cfg: DictConfig) -> None:
-    """Refuse to continue or skip a run made with other result-deciding config values.
-
-    A directory that holds no run yet (no checkpoint, no results) takes the new config.
-    """
+    """Refuse to continue or skip a run made with other result-deciding config values (the resolved
+    config, flattened, without :data:`NOT_IN_FINGERPRINT`): a directory that holds no run yet (no
+    checkpoint, no results) records them as ``fingerprint.yaml``; a later start (resume, or a sweep
+    that skips a finished job) with any of them changed is refused, naming them, rewriting nothing."""
     path = run_dir / FINGERPRINT_FILE
-    current = fingerprint(cfg)
-    if holds_a_run(run_dir) and path.exists():
-        recorded = OmegaConf.to_container(OmegaConf.load(path))
-        differing = sorted(k for k in current.keys() | recorded.keys() if current.get(k) != recorded.get(k))
-        if differing:
-            changes = ", ".join(f"{k}: {recorded.get(k)!r} -> {current.get(k)!r}" for k in differing[:5])
-            more = f" and {len(differing) - 5} more" if len(differing) > 5 else ""
-            raise ConfigError(
-                f"run directory {run_dir} holds a run made with another config ({changes}{more}): repeat the "
-                "original command to resume or skip it, or start a new run in another directory (hydra.run.dir=...)"
-            )
+    excluded = tuple(f"{key}." for key in NOT_IN_FINGERPRINT)
+    flat = sorted(flatten(OmegaConf.to_container(cfg, resolve=True)).items())
+    current = {k: v for k, v in flat if not f"{k}.".startswith(excluded)}
+    if not (holds_a_run(run_dir) and path.exists()):
+        OmegaConf.save(OmegaConf.create(current), path)
         return
-    OmegaConf.save(OmegaConf.create(current), path)
+    recorded = OmegaConf.to_container(OmegaConf.load(path))
+    differing = sorted(k for k in current.keys() | recorded.keys() if current.get(k) != recorded.get(k))
+    if differing:
+        changes = ", ".join(f"{k}: {recorded.get(k)!r} -> {current.get(k)!r}" for k in differing[:5])
+        more = f" and {len(differing) - 5} more" if len(differing) > 5 else ""
+        raise ConfigError(
+            f"run directory {run_dir} holds a run made with another config ({changes}{more}): repeat the "
+            "original command to resume or skip it, or start a new run in another directory (hydra.run.dir=...)"
+        )
 
 
 def remove_unfinished(run_dir: Path) -> None:
-    """Remove a run directory that a failed first start left holding no run.
-
-    Also the Hydra log inside it: a directory without checkpoints or results would only
-    mislead a later report or a colleague.
-    """
+    """Remove a run directory that a failed first start left holding no run, its Hydra log included:
+    a directory without checkpoints or results would only mislead a later report or a colleague."""
     if run_dir.is_dir() and not holds_a_run(run_dir):
         shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -139,44 +115,37 @@ def remove_unfinished(run_dir: Path) -> None:
 def remove_orphans(run_dir: Path) -> None:
     """Delete temporary files that a killed writer left behind (the caller holds the lock)."""
     remove_parts(run_dir)
-    for orphan in run_dir.glob(".*.tmp"):  # results.csv's and the sweep job's
+    for orphan in run_dir.glob(".*.tmp"):  # results.csv's and the sweep job's, from versions before atomic_write
         orphan.unlink(missing_ok=True)
 
 
 def code_version() -> dict[str, Any]:
     """The git commit of this source tree and whether it had uncommitted changes, else the package version."""
-    source = Path(__file__).resolve().parent
+    run = {"cwd": Path(__file__).resolve().parent, "capture_output": True, "text": True, "check": True}
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, check=True)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
-                                capture_output=True, text=True, check=True)  # fmt: skip
-        return {"git_commit": commit.stdout.strip(), "git_dirty": bool(status.stdout.strip())}
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], **run).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], **run).stdout.strip())
+        return {"git_commit": commit, "git_dirty": dirty}
     except (OSError, subprocess.CalledProcessError):
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
+        with suppress(PackageNotFoundError):
             return {"package_version": version("mchad")}
-        except PackageNotFoundError:
-            return {"package_version": "unknown"}
+        return {"package_version": "unknown"}
 
 
 def peak_host_memory_mb() -> float:
-    """This process's peak resident memory (VmHWM), in MB.
-
-    ``VmHWM`` belongs to the address space, which ``exec`` replaces, whereas ``ru_maxrss``
-    survives ``exec`` and would report a spawning parent's peak."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """This process's peak resident memory (VmHWM), in MB. ``VmHWM`` belongs to the address space,
+    which ``exec`` replaces, whereas ``ru_maxrss`` survives ``exec`` and would report a spawning parent's peak."""
+    lines = Path("/proc/self/status").read_text().splitlines()
+    return next((int(line.split()[1]) / 1024 for line in lines if line.startswith("VmHWM:")), float("nan"))
 
 
 def provenance(cfg: DictConfig, device: str) -> dict[str, Any]:
-    """What decides a run's numbers besides its config: code, libraries, device, threads, determinism."""
+    """What decides a run's numbers besides its config: code, every installed package, device, threads, determinism."""
     import pytorch_lightning  # here: a command that only reads run directories never imports the training stack
     import torch
 
     cuda = torch.cuda.is_available() and device.startswith("cuda")
+    packages = sorted((d.metadata["Name"].lower(), d.version) for d in distributions() if d.metadata["Name"])
     return {
         **code_version(),
         "python": platform.python_version(),
@@ -192,15 +161,8 @@ def provenance(cfg: DictConfig, device: str) -> dict[str, Any]:
         "host": socket.gethostname(),
         "command": sys.argv,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "packages": installed_packages(),
+        "packages": dict(packages),
     }
-
-
-def installed_packages() -> dict[str, str]:
-    """Every distribution importable in this environment and its version (what ``pip freeze`` lists)."""
-    from importlib.metadata import distributions
-
-    return dict(sorted((d.metadata["Name"].lower(), d.version) for d in distributions() if d.metadata["Name"]))
 
 
 def write_provenance(run_dir: Path, record: dict[str, Any]) -> None:
