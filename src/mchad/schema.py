@@ -525,27 +525,23 @@ def check(model: type[BaseModel], values: Any, prefix: tuple = ()) -> BaseModel:
         raise ConfigError(message(error.errors()[0], model, prefix)) from None
 
 
-def target_class(node: dict, prefix: tuple, base: str, fix: str) -> type:
-    """The class a ``_target_`` names; it must import and be a ``base``."""
-    key = key_of((*prefix, "_target_"))
-    target = node.get("_target_")
-    if not isinstance(target, str) or not target:
-        raise ConfigError(f"{key}={show(target)} is not a class name: {fix}")
-    try:
-        cls = pydoc.locate(target)
-    except pydoc.ErrorDuringImport:
-        cls = None
-    if cls is None:
-        raise ConfigError(f"{key}={show(target)} cannot be imported: {fix}")
-    if not isinstance(cls, type) or not issubclass(cls, pydoc.locate(base)):
-        raise ConfigError(f"{key}={show(target)} is not a {base.rpartition('.')[2]}: {fix}")
-    return cls
-
-
 def check_arguments(node: dict, prefix: tuple, base: str, keys: type[Arguments], fix: str = "") -> None:
-    """Validate a node against a constructor's signature (:func:`arguments_schema`): ``base`` itself, or
-    for a node with a ``_target_`` (``keys`` a :class:`TargetArguments`) the class it names."""
-    cls = target_class(node, prefix, base, fix) if issubclass(keys, TargetArguments) else pydoc.locate(base)
+    """Validate a node against a constructor's signature (:func:`arguments_schema`): ``base`` itself, or for a
+    node with a ``_target_`` (``keys`` a :class:`TargetArguments`) the class it names, which must be a ``base``."""
+    cls = pydoc.locate(base)
+    if issubclass(keys, TargetArguments):
+        key, target = key_of((*prefix, "_target_")), node.get("_target_")
+        if not isinstance(target, str) or not target:
+            raise ConfigError(f"{key}={show(target)} is not a class name: {fix}")
+        try:
+            named = pydoc.locate(target)
+        except pydoc.ErrorDuringImport:
+            named = None
+        if named is None:
+            raise ConfigError(f"{key}={show(target)} cannot be imported: {fix}")
+        if not isinstance(named, type) or not issubclass(named, cls):
+            raise ConfigError(f"{key}={show(target)} is not a {base.rpartition('.')[2]}: {fix}")
+        cls = named
     arguments = check(arguments_schema(cls, keys), node, prefix)
     # the energy margins: ID energies below margin_in, outlier energies above margin_out
     low, high = getattr(arguments, "margin_in", None), getattr(arguments, "margin_out", None)
@@ -568,12 +564,11 @@ def resolved(cfg: DictConfig) -> dict[str, Any]:
             value = OmegaConf.select(cfg, str(key), throw_on_missing=True)
             if isinstance(value, (DictConfig, ListConfig)):
                 value = OmegaConf.to_container(value, resolve=True, throw_on_missing=True)
-        except MissingMandatoryValue as error:
-            full_key = error.full_key or key
-            raise ConfigError(f"{full_key} is missing (???): set it, e.g. {full_key}=VALUE") from None
         except OmegaConfBaseException as error:
-            reason = " ".join(str(error).splitlines()[0].split())
             full_key = getattr(error, "full_key", None) or key
+            if isinstance(error, MissingMandatoryValue):
+                raise ConfigError(f"{full_key} is missing (???): set it, e.g. {full_key}=VALUE") from None
+            reason = " ".join(str(error).splitlines()[0].split())
             raise ConfigError(f"{full_key} cannot be resolved ({reason}): fix the ${{...}} interpolation") from None
         values[str(key)] = value
     return values

@@ -40,8 +40,6 @@ from mchad.config import CONFIG_DIR, check_overrides, compose, expand_detectors
 from mchad.errors import ConfigError
 from mchad.rundir import remove_unfinished
 
-OPTUNA_SWEEPER = "hydra_plugins.mchad_optuna_sweeper."
-
 Check = Callable[[DictConfig], None]
 """A task's own checks of one job's composed config, beyond the schema (raise ConfigError)."""
 
@@ -116,7 +114,7 @@ def preflight(
         sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_")) if args.multirun else ""
         if number == 1 and sweeper.endswith(".BasicSweeper"):
             jobs += job_overrides(sweep, every_job=True)[1:]
-    if sweeper.startswith(OPTUNA_SWEEPER):
+    if sweeper.startswith("hydra_plugins.mchad_optuna_sweeper."):
         from hydra_plugins.mchad_optuna_sweeper.sweeper import check_search_space
 
         task_overrides = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]

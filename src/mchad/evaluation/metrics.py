@@ -81,12 +81,11 @@ def _flat_checked(name: str, scores: Tensor) -> Tensor:
         scores = scores.float()  # exact; NumPy has no bfloat16
     if scores.numel() == 0:
         raise ValueError(f"{name} is empty: every test set needs at least one sample; check the test set's data")
-    if scores.is_floating_point():
-        n_nan = int(torch.isnan(scores).sum())
-        if n_nan:
-            raise ValueError(
-                f"{name} holds {n_nan} NaN scores: the method produced NaN (diverged training or a 0/0 in its score)"
-            )
+    n_nan = int(torch.isnan(scores).sum()) if scores.is_floating_point() else 0
+    if n_nan:
+        raise ValueError(
+            f"{name} holds {n_nan} NaN scores: the method produced NaN (diverged training or a 0/0 in its score)"
+        )
     return scores
 
 
@@ -154,14 +153,11 @@ def _merged_counts(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, n
 
 
 def _run_bounds(ascending: np.ndarray) -> np.ndarray:
-    """The start of each run of equal values in ``ascending``, then its length.
+    """The start of each run of equal values (-0.0 and 0.0 are equal) in ``ascending``, then its length.
 
     The bounds of a run of value v count ``#{x < v}`` and ``#{x <= v}``.
     """
-    new = np.ones(len(ascending) + 1, dtype=bool)
-    # equal scores (including -0.0 and 0.0) form one run
-    np.not_equal(ascending[1:], ascending[:-1], out=new[1:-1])
-    return np.flatnonzero(new)
+    return np.flatnonzero(np.concatenate([[True], ascending[1:] != ascending[:-1], [True]]))
 
 
 def _pr_terms(
@@ -169,15 +165,10 @@ def _pr_terms(
 ) -> np.ndarray:
     """``(positive - positive_before) (precision + precision_before)`` per step, from float64 counts.
 
-    Overwrites both ``flagged`` arrays (the terms are in the first). A precision is 1 where
-    nothing is flagged, which only the start of a sweep's first step can be: PR-OUT's at
-    the highest score, PR-IN's at the lowest.
+    A precision is 1 where nothing is flagged, which only the start of a sweep's first step
+    can be: PR-OUT's at the highest score, PR-IN's at the lowest.
     """
-    nothing_flagged = [end for end in (0, -1) if len(flagged_before) and flagged_before[end] == 0]
-    flagged_before[nothing_flagged] = 1.0  # positive_before is 0 there too
-    precision_before = np.divide(positive_before, flagged_before, out=flagged_before)
-    precision_before[nothing_flagged] = 1.0
-    terms = np.divide(positive, flagged, out=flagged)
-    terms += precision_before
-    terms *= positive - positive_before
-    return terms
+    precision_before = np.divide(
+        positive_before, flagged_before, out=np.ones_like(flagged_before), where=flagged_before > 0
+    )
+    return (positive / flagged + precision_before) * (positive - positive_before)
