@@ -76,6 +76,24 @@ def test_long_epochs_also_log_within_the_epoch_at_the_interval(run_config, monke
     assert len(lines) == 6
 
 
+def test_testing_writes_one_line_per_test_set_naming_it_and_its_images(run_config, monkeypatch, caplog):
+    """With interval_s=0 also a line after every batch but a set's last."""
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    overrides = ["trainer.max_epochs=1", "trainer.limit_test_batches=2", "data.eval_batch_size=16"]
+    cfg, run_dir = run_config(*SHORT, *overrides, "callbacks.progress_bar.interval_s=0")
+    with caplog.at_level("INFO"):
+        train(cfg, run_dir)
+    lines = [line for line in progress_lines(caplog) if line.startswith("test ")]
+    names = ["digits", "digits-ood", "gaussian", "uniform"]  # experiment=quickstart: the ID test set, then testsets
+    expected = [
+        head
+        for i, name in enumerate(names, 1)
+        for head in (f"test {i}/4 · {name} · batch 1/2 · ", f"test {i}/4 · {name} · 32 images · ")
+    ]
+    assert [line[: len(head)] for line, head in zip(lines, expected)] == expected
+    assert len(lines) == len(expected) and all(re.search(r" · [\d,]+ img/s$", line) for line in lines)
+
+
 @pytest.mark.slow
 def test_quickstart_redirected_to_a_file_shows_one_line_per_epoch_and_no_banner(tmp_path):
     """The real command, its output redirected to a file; run twice, the second run resumes (no warning)."""

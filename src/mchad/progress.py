@@ -5,8 +5,13 @@ nothing until the run ends. :class:`LogProgress` writes instead one line per epo
 
     epoch 3/10 · step 1176 · loss 0.412 · val acc 0.910 · 1,850 img/s · eta 4m
 
-and, within an epoch that lasts long, one line at most every ``interval_s`` seconds. The lines go
-to the ``mchad.progress`` logger, which Hydra sends to the console and to the run's log file.
+and, within an epoch that lasts long, one line at most every ``interval_s`` seconds; testing
+writes one line per test set (a CIFAR evaluation on a CPU runs for minutes)
+
+    test 3/8 · svhn · 10,000 images · 41s · 244 img/s
+
+The lines go to the ``mchad.progress`` logger, which Hydra sends to the console and to the run's
+log file.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ def duration(seconds: float) -> str:
 
 
 class LogProgress(ProgressBar):
-    """One line per training epoch and at most one every ``interval_s`` seconds within an epoch.
+    """One line per training epoch and per test set, and at most one every ``interval_s`` seconds within them.
 
     Lightning's own progress bars draw in place (TQDM with carriage returns, rich with a live
     display), which a file cannot show; this bar only logs lines.
@@ -61,6 +66,8 @@ class LogProgress(ProgressBar):
         self._fit_started = self._epoch_started = self._last_batch_end = self._last_line = 0.0
         self._first_step = 0
         self._images = 0
+        self._test_started = 0.0
+        self._test_images = 0
 
     def disable(self) -> None:
         self._enabled = False
@@ -103,6 +110,37 @@ class LogProgress(ProgressBar):
         if ACCURACY_KEY in metrics:
             parts.append(f"val acc {float(metrics[ACCURACY_KEY]):.3f}")
         log.info(self._line(trainer, parts))
+
+    def on_test_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if batch_idx == 0:
+            self._test_started = self._last_line = time.monotonic()
+            self._test_images = 0
+
+    def on_test_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        first = batch[0] if isinstance(batch, (list, tuple)) else batch
+        self._test_images += len(first)
+        now = time.monotonic()
+        batches = trainer.num_test_batches[dataloader_idx]
+        last = batch_idx + 1 == batches
+        if not self._enabled or not (last or now - self._last_line >= self.interval_s):
+            return
+        self._last_line = now
+        names = getattr(trainer.datamodule, "test_set_names", None)  # mchad's data module names its test sets
+        name = names[dataloader_idx] if names and dataloader_idx < len(names) else f"set {dataloader_idx + 1}"
+        seconds = now - self._test_started
+        done = [f"{self._test_images:,} images", duration(seconds)] if last else [f"batch {batch_idx + 1}/{batches}"]
+        rate = f"{self._test_images / max(seconds, 1e-9):,.0f} img/s"
+        log.info(" · ".join([f"test {dataloader_idx + 1}/{len(trainer.test_dataloaders)}", name, *done, rate]))
 
     def _line(self, trainer: pl.Trainer, parts: list[str]) -> str:
         now = time.monotonic()
