@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install quickstart test test-slow test-bench lint format bench clean
+.PHONY: install quickstart test test-slow test-planted test-bench lint format bench clean
 
 $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ format: install
 
 test-slow: install
 	$(PY) -m pytest -n 2 --dist loadfile --durations=15 -m "slow"
+
+# plant known bugs one at a time in a copy of the tree: each must make its test fail (tools/planted_bugs.py)
+test-planted: install
+	$(PY) tools/planted_bugs.py
 
 test-bench: install
 	$(PY) -m pytest bench/tests

@@ -6,6 +6,7 @@ process with stderr and the exit status captured, as the table of bad inputs doe
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import stat
@@ -220,6 +221,8 @@ def test_a_diverging_loss_stops_with_one_line_and_no_results(tmp_path, monkeypat
     assert "became inf at training step 0" in lines[-1] and "model.optimizer.lr" in lines[-1]
     assert not list(tmp_path.rglob("results.csv"))
     assert not run_dir.exists(), "a run that produced no checkpoint leaves no directory"
+    logging.getLogger("mchad.after").warning("the process logs on")  # the removed run.log is not reopened
+    assert not [h for h in logging.getLogger().handlers if str(run_dir) in str(getattr(h, "baseFilename", ""))]
 
 
 def test_a_dying_sweep_job_fails_alone_and_a_rerun_finishes_only_it(tmp_path):

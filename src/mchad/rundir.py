@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import platform
 import shutil
@@ -107,8 +108,14 @@ def check_fingerprint(run_dir: Path, cfg: DictConfig) -> None:
 
 def remove_unfinished(run_dir: Path) -> None:
     """Remove a run directory that a failed first start left holding no run, its Hydra log included:
-    a directory without checkpoints or results would only mislead a later report or a colleague."""
+    a directory without checkpoints or results would only mislead a later report or a colleague. The
+    log's handler goes first: the next line this process logs (a notebook, a test) would reopen the
+    file, and raise, its folder gone."""
     if run_dir.is_dir() and not holds_a_run(run_dir):
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if run_dir in Path(getattr(h, "baseFilename", "/")).parents]:
+            root.removeHandler(handler)
+            handler.close()
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

@@ -62,9 +62,8 @@ def rule(description: str, tp: Any, fix: str | None = None) -> Any:
 
 def literal_values(tp: Any) -> tuple:
     """The values of a ``Literal`` type, or of a Union of them (Lightning's precision types)."""
-    if typing.get_origin(tp) is Literal:
-        return typing.get_args(tp)
-    return tuple(v for arg in typing.get_args(tp) for v in literal_values(arg))
+    args = typing.get_args(tp)
+    return args if typing.get_origin(tp) is Literal else tuple(v for arg in args for v in literal_values(arg))
 
 
 @cache
@@ -432,10 +431,7 @@ def show(value: Any) -> str:
 
 def key_of(loc: tuple) -> str:
     """``("testsets", 2, "name")`` -> ``testsets[2].name``."""
-    key = ""
-    for part in loc:
-        key += f"[{part}]" if isinstance(part, int) else f".{part}" if key else str(part)
-    return key
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
 
 
 def unwrap(tp: Any) -> Any:

@@ -91,10 +91,8 @@ def _flat_checked(name: str, scores: Tensor) -> Tensor:
 
 def _smallest_count_at_level(n: int) -> int:
     """The smallest ``t`` with ``t / n >= 0.95`` in float64, the comparison the curve points make."""
-    t = max(int(_TPR_LEVEL * n) - 1, 0)  # below the level: the product's rounding error is far below 1
-    while t / n < _TPR_LEVEL:
-        t += 1
-    return t
+    # from just below the level: the product's rounding error is far below 1
+    return next(t for t in range(max(int(_TPR_LEVEL * n) - 1, 0), n + 1) if t / n >= _TPR_LEVEL)
 
 
 def _from_sorted(ids: np.ndarray, oods: np.ndarray) -> dict[str, float]:
