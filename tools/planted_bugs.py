@@ -7,7 +7,7 @@ uncommitted changes) to a temporary folder, runs the named tests there once unch
 pass), then once per bug with it planted, and prints one line per bug. Exit status 1 when a test
 fails unplanted or a planted bug goes unnoticed.
 
-    python tools/planted_bugs.py          # all bugs, about 3 minutes on 2 cores
+    python tools/planted_bugs.py          # all bugs, about 5 minutes on 2 cores
     python tools/planted_bugs.py 2 6      # only bugs 2 and 6
 """
 
