@@ -240,23 +240,31 @@ def detector_run(tmp_path_factory):
     overrides = ["experiment=quickstart", *TINY, "method=softmax", "method.n_embedding=6", "logger=none",
                  f"paths.data_dir={tmp / 'data'}", "detectors=[knn,mahalanobis,ash,odin,msp]",
                  "detectors.knn.detector.k=5", "detectors_fit_samples=64"]  # fmt: skip
-    rows = train(compose(overrides, output_dir=run_dir), run_dir)
-    return tmp, run_dir, pd.DataFrame(rows)
+    reads = []
+    with pytest.MonkeyPatch.context() as patch:  # count what reads the test sets
+        test_dataloader = OODDataModule.test_dataloader
+        patch.setattr(OODDataModule, "test_dataloader", lambda self: reads.append(1) or test_dataloader(self))
+        rows = train(compose(overrides, output_dir=run_dir), run_dir)
+    return tmp, run_dir, pd.DataFrame(rows), len(reads)
+
+
+def test_one_pass_over_the_test_sets_odin_included(detector_run):
+    assert detector_run[3] == 1
 
 
 def test_rows_per_detector_and_ood_set(detector_run):
-    _, run_dir, rows = detector_run
+    _, run_dir, rows, _ = detector_run
     assert set(rows.score) == {"msp", "maxlogit", "energy", "knn", "mahalanobis", "ash", "odin"}
     assert rows.groupby("ood_dataset").score.apply(list).map(len).eq(7).all()
     assert list(rows.ood_dataset) == sorted(rows.ood_dataset, key=["digits-ood", "gaussian", "uniform"].index)
-    for _, group in rows.groupby("ood_dataset"):  # odin's own pass reads the same batches as the test pass
+    for _, group in rows.groupby("ood_dataset"):  # odin is scored on the test pass's batches
         assert group.n_id.nunique() == 1 and group.n_ood.nunique() == 1 and group.Accuracy.nunique() == 1
     assert len(list((run_dir / "detectors").glob("fit-*.pt"))) == 1
 
 
 def test_eval_reuses_the_fit_representations(detector_run, monkeypatch):
     """On a run whose config.yaml predates detectors (no detector keys), with the kept representations."""
-    tmp, run_dir, rows = detector_run
+    tmp, run_dir, rows, _ = detector_run
     old_run = tmp / "old-run"
     for part in ("checkpoints", "detectors"):
         shutil.copytree(run_dir / part, old_run / part)
@@ -277,7 +285,7 @@ def test_eval_reuses_the_fit_representations(detector_run, monkeypatch):
 
 @pytest.mark.slow
 def test_select_on_validation_records_the_choice(detector_run):
-    tmp, run_dir, _ = detector_run
+    tmp, run_dir, _, _ = detector_run
     eval_dir = tmp / "select"
     cfg = compose([f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", "logger=none", "detectors=[knn,react]",
                    "detectors_select=val", "detectors.knn.search={k:[1,3,100]}"], output_dir=eval_dir)  # fmt: skip

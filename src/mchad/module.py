@@ -178,7 +178,7 @@ class OODModule(pl.LightningModule):
         # (step, term index, value) of the first non-finite loss term; step -1 = none yet
         self._nonfinite: Tensor | None = None
         self._term_names: list[str] = []
-        #: post-hoc detectors scored in the same test pass, from the same forward
+        #: post-hoc detectors scored in the same test pass, the forward-only ones from the same forward
         #: (:class:`mchad.evaluation.detectors.DetectorBank`, set by the run for testing); None = none
         self.detectors: Any = None
 

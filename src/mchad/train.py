@@ -334,16 +334,13 @@ def test(run: Run, ckpt_path: str | None, epochs: int, loggers: list | None = No
     """
     if not run.cfg.test:
         return []
-    trainer = build_trainer(run.cfg, run.run_dir, loggers, devices=1, strategy="auto", num_nodes=1)
     run.datamodule.setup("test")
     bank = prepare_detectors(run, ckpt_path)
+    gradients = {"inference_mode": False} if bank and bank.needs_gradients else {}  # ODIN in the test step
+    trainer = build_trainer(run.cfg, run.run_dir, loggers, devices=1, strategy="auto", num_nodes=1, **gradients)
     tested_ckpt = None if bank else ckpt_path  # the detectors fitted on the tested weights, already loaded
     trainer.test(run.module, datamodule=run.datamodule, ckpt_path=tested_ckpt, verbose=False, weights_only=True)
-    rows = evaluation_rows(trainer)
-    if bank:
-        device = torch.device(device_of(run.cfg))
-        rows = bank.gradient_rows(rows, run.module, run.datamodule, device, trainer.num_test_batches)
-    rows = result_rows(run, rows, epochs)
+    rows = result_rows(run, evaluation_rows(trainer), epochs)
     write_results(rows, run.results_path)
     tested = ckpt_path or run.cfg.get("ckpt_path") or (run.last_checkpoint if run.last_checkpoint.exists() else None)
     print(format_table(rows))

@@ -26,10 +26,11 @@ line; under ``detectors=all`` it is skipped with a log line. A detector whose na
 the method's own scores (softmax's ``msp``, ``maxlogit``, ``energy``) is left out: the
 method's row stands (the tests show both give the same values).
 
-One pass: every forward-only detector is scored in the test step from the same forward
-pass as the method's scores (:meth:`DetectorBank.score_batch`, called by
-:class:`mchad.module.OODModule`); feature maps live for one batch only. Gradient detectors
-(ODIN) take a pass of their own over each test set (:meth:`DetectorBank.gradient_rows`).
+One pass: every detector is scored in the test step (:meth:`DetectorBank.score_batch`, called
+by :class:`mchad.module.OODModule`), the forward-only ones from the same forward pass as the
+method's scores; feature maps live for one batch only. Gradient detectors (ODIN) run their own
+forward and backward passes on the batch, in float32, which is why the test trainer of a run with
+one runs without inference mode (:attr:`DetectorBank.needs_gradients`).
 
 Fitting: detectors that need it (``requires_fit`` of their class) fit on the ID training
 split, un-augmented, capped at ``detectors_fit_samples`` images (a seeded sample; default all).
@@ -67,7 +68,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from mchad.errors import ConfigError
-from mchad.evaluation.evaluator import evaluate
 from mchad.evaluation.metrics import ood_metrics
 from mchad.files import atomic_file
 from mchad.methods.method import Method
@@ -323,63 +323,42 @@ class DetectorBank:
         self.gradient = [d for d in detectors if d.kind == "inputs"]
         self.needs = {d.spec.input for d in self.forward}
 
+    @property
+    def needs_gradients(self) -> bool:
+        """Whether a detector needs input gradients: Lightning's ``inference_mode`` must then be off."""
+        return bool(self.gradient)
+
     def score_batch(self, backbone: nn.Module, method: Method, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """``z`` for the method and every forward-only detector's scores of the batch ``x`` (normalised images)."""
+        """``z`` for the method and every detector's scores of the batch ``x`` (normalised images)."""
         z, reps = representations(backbone, method, x, self.needs)
-        return z, {d.spec.name: d.score(reps) for d in self.forward}
+        scores = {d.spec.name: d.score(reps) for d in self.forward}
+        if self.gradient:
+            # float32 under a mixed-precision test pass too: the input gradient's sign is what ODIN uses
+            with torch.autocast(x.device.type, enabled=False):
+                scores |= {d.spec.name: d.detector.predict(x).detach() for d in self.gradient}
+        return z, scores
 
     def score_loaders(
         self,
         module: nn.Module,
         loaders: Sequence,
         device: torch.device,
-        batches: Sequence[float] | None = None,
         precision: str = "32-true",
     ) -> list[dict[str, Tensor]]:
-        """Every detector's scores of every loader's images (the first ``batches[i]`` batches of loader i); the
-        forward-only detectors at ``precision`` (as in the test pass), gradient detectors in float32."""
+        """Every detector's scores of every loader's images; the forward-only detectors at ``precision``
+        (as in the test pass), gradient detectors in float32."""
         module.eval().to(device)
         results = []
-        for index, loader in enumerate(loaders):
+        for loader in loaders:
             chunks: dict[str, list[Tensor]] = {}
-            for x, _ in itertools.islice(loader, None if batches is None else int(batches[index])):
+            for x, _ in loader:
                 x = module.augment(x.to(device), train=False)
                 with torch.no_grad(), autocast(device, precision):
-                    scores = self.score_batch(module.backbone, module.method, x)[1] if self.forward else {}
-                scores |= {d.spec.name: d.detector.predict(x).detach() for d in self.gradient}
+                    scores = self.score_batch(module.backbone, module.method, x)[1]
                 for name, value in scores.items():
                     chunks.setdefault(name, []).append(value.cpu())
             results.append({name: torch.cat(values) for name, values in chunks.items()})
         return results
-
-    def gradient_rows(
-        self, rows: list[dict], module: nn.Module, datamodule: Any, device: torch.device, batches: Sequence[float]
-    ) -> list[dict]:
-        """``rows`` (of the test pass) with the gradient detectors' rows, each OOD set's rows together.
-
-        ``batches``: how many batches of each test loader the test pass read (``trainer.num_test_batches``),
-        so that every row counts the same images."""
-        if not self.gradient:
-            return rows
-        log.info(
-            "%s: a pass of its own over each test set (it needs input gradients)",
-            ", ".join(d.spec.name for d in self.gradient),
-        )
-        names = datamodule.test_set_names
-        gradient_only = DetectorBank(self.gradient)
-        scores = gradient_only.score_loaders(module, datamodule.test_dataloader(), device, batches)
-        test_id = list(itertools.islice(datamodule.test_dataloader()[0], int(batches[0])))
-        with torch.no_grad():
-            predictions = torch.cat([
-                module.method.predict(module(module.augment(x.to(device), train=False))).cpu() for x, _ in test_id
-            ])  # fmt: skip
-        labels = torch.cat([y for _, y in test_id])
-        new = evaluate(dict(zip(names, scores)), names[0], predictions, labels, datamodule.test_set_groups)
-        if rows:  # one accuracy per run: the test pass's (the same on a CPU; bf16 autocast may differ on a GPU)
-            for row in new:
-                row["Accuracy"] = rows[0]["Accuracy"]
-        order = {name: index for index, name in enumerate(names)}
-        return sorted([*rows, *new], key=lambda row: order[row["ood_dataset"]])
 
 
 # --------------------------------------------------------------------------------------------
