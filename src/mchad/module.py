@@ -318,7 +318,7 @@ class OODModule(pl.LightningModule):
         if self.hparams.projector:
             self._keep_embeddings(dataloader_idx, z, y)
         step = self._scores_of_batch(self.method(z), y, dataloader_idx)
-        step["scores"] = {**step["scores"], **{k: v for k, v in detector_scores.items() if k not in step["scores"]}}
+        step["scores"] |= detector_scores  # no name clash: check_detectors leaves out the method's own scores
         return step
 
     def on_test_epoch_end(self) -> None:

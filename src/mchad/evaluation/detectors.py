@@ -258,29 +258,25 @@ def as_maps(rep: Tensor) -> Tensor:
 
 @dataclass
 class FittedDetector:
+    """A built detector and the representation API of pytorch-ood it is called through (``kind``: logits,
+    features or feature_maps: ``fit_<kind>`` / ``predict_<kind>``; inputs: ``predict``)."""
+
     spec: DetectorSpec
     kind: str
     detector: Any
 
-    def score(self, reps: Mapping[str, Tensor]) -> Tensor:
+    def representation(self, reps: Mapping[str, Tensor]) -> Tensor:
         rep = reps[self.spec.input]
-        if self.kind == "logits":
-            return self.detector.predict_logits(rep)
-        if self.kind == "features":
-            return self.detector.predict_features(rep)
-        return self.detector.predict_feature_maps(as_maps(rep))
+        return as_maps(rep) if self.kind == "feature_maps" else rep
+
+    def score(self, reps: Mapping[str, Tensor]) -> Tensor:
+        return getattr(self.detector, f"predict_{self.kind}")(self.representation(reps))
 
     def fit(self, reps: Mapping[str, Tensor], labels: Tensor) -> None:
         if not self.detector.requires_fit:
             return
-        rep = reps[self.spec.input]
         try:
-            if self.kind == "logits":
-                self.detector.fit_logits(rep, labels)
-            elif self.kind == "features":
-                self.detector.fit_features(rep, labels)
-            else:
-                self.detector.fit_feature_maps(as_maps(rep), labels)
+            getattr(self.detector, f"fit_{self.kind}")(self.representation(reps), labels)
         except (ValueError, AssertionError, RuntimeError) as error:
             raise ConfigError(
                 f"detector {self.spec.name} cannot fit on {len(labels)} training images "
