@@ -297,3 +297,16 @@ def test_select_on_validation_records_the_choice(detector_run):
         best = max(entry["candidates"], key=lambda c: c["AUROC"])
         assert entry["values"] == best["values"] and entry["AUROC"] == best["AUROC"]
     assert record["n_val_id"] > 0 and record["n_val_ood"] > 0
+
+
+def test_a_precision_alias_fits_as_the_test_pass_runs(tmp_path):
+    """``trainer.precision=bf16`` is Lightning's bf16-mixed: the detectors fit on representations of the same
+    autocast as the test pass, so both spellings give the same rows."""
+    rows = {}
+    for precision in ("bf16", "bf16-mixed"):
+        run_dir = tmp_path / precision
+        overrides = ["experiment=quickstart", *TINY, "method=softmax", "method.n_embedding=6", "logger=none",
+                     f"paths.data_dir={tmp_path / 'data'}", f"trainer.precision={precision}", "seed=3",
+                     "detectors=[mahalanobis]", "detectors_fit_samples=64"]  # fmt: skip
+        rows[precision] = pd.DataFrame(train(compose(overrides, output_dir=run_dir), run_dir)).drop(columns="run_dir")
+    pd.testing.assert_frame_equal(rows["bf16"], rows["bf16-mixed"])

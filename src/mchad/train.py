@@ -38,7 +38,14 @@ from mchad import rundir
 from mchad.data.datamodule import OODDataModule
 from mchad.errors import ConfigError, command
 from mchad.evaluation.callback import OODEvaluation
-from mchad.evaluation.detectors import CACHE_FOLDER, DetectorBank, DetectorSpec, build_bank, check_detectors
+from mchad.evaluation.detectors import (
+    CACHE_FOLDER,
+    DetectorBank,
+    DetectorSpec,
+    build_bank,
+    check_detectors,
+    needs_gradients,
+)
 from mchad.evaluation.results import RESULTS_FILE, format_table, read_results, results_complete, write_results
 from mchad.loggers import check_packages, log_config, log_results
 from mchad.methods import build_method, check_outliers
@@ -334,10 +341,10 @@ def test(run: Run, ckpt_path: str | None, epochs: int, loggers: list | None = No
     """
     if not run.cfg.test:
         return []
-    run.datamodule.setup("test")
-    bank = prepare_detectors(run, ckpt_path)
-    gradients = {"inference_mode": False} if bank and bank.needs_gradients else {}  # ODIN in the test step
+    gradients = {"inference_mode": False} if needs_gradients(run.detectors) else {}  # ODIN in the test step
     trainer = build_trainer(run.cfg, run.run_dir, loggers, devices=1, strategy="auto", num_nodes=1, **gradients)
+    run.datamodule.setup("test")
+    bank = prepare_detectors(run, ckpt_path, trainer.precision)
     tested_ckpt = None if bank else ckpt_path  # the detectors fitted on the tested weights, already loaded
     trainer.test(run.module, datamodule=run.datamodule, ckpt_path=tested_ckpt, verbose=False, weights_only=True)
     rows = result_rows(run, evaluation_rows(trainer), epochs)
@@ -349,9 +356,10 @@ def test(run: Run, ckpt_path: str | None, epochs: int, loggers: list | None = No
     return rows
 
 
-def prepare_detectors(run: Run, ckpt_path: str | None) -> DetectorBank | None:
+def prepare_detectors(run: Run, ckpt_path: str | None, precision: str) -> DetectorBank | None:
     """The run's post-hoc detectors fitted on the weights to be tested (``ckpt_path``'s, loaded here, or
-    those in memory) and handed to the test step; None without detectors.
+    those in memory) and handed to the test step; None without detectors. ``precision``: the test
+    trainer's (``Trainer.precision``, aliases resolved), which the fitting pass runs at.
 
     The training-split representations they fit on are cached in the directory of the run that
     trained the weights (``<run>/detectors``), so ``mchad-eval`` of its checkpoints reuses them.
@@ -370,7 +378,7 @@ def prepare_detectors(run: Run, ckpt_path: str | None) -> DetectorBank | None:
         select=run.cfg.get("detectors_select") or "fixed",
         cache_dir=trained_in / CACHE_FOLDER,
         run_dir=run.run_dir,
-        precision=resolve_precision(run.cfg.trainer),
+        precision=precision,
     )
     run.module.detectors = bank
     return bank

@@ -30,7 +30,7 @@ One pass: every detector is scored in the test step (:meth:`DetectorBank.score_b
 by :class:`mchad.module.OODModule`), the forward-only ones from the same forward pass as the
 method's scores; feature maps live for one batch only. Gradient detectors (ODIN) run their own
 forward and backward passes on the batch, in float32, which is why the test trainer of a run with
-one runs without inference mode (:attr:`DetectorBank.needs_gradients`).
+one runs without inference mode (:func:`needs_gradients`).
 
 Fitting: detectors that need it (``requires_fit`` of their class) fit on the ID training
 split, un-augmented, capped at ``detectors_fit_samples`` images (a seeded sample; default all).
@@ -192,6 +192,11 @@ def check_spec(spec: DetectorSpec) -> type:
     return cls
 
 
+def needs_gradients(specs: Sequence[DetectorSpec]) -> bool:
+    """Whether a detector needs input gradients: Lightning's ``inference_mode`` must then be off."""
+    return any(representation(spec.detector_class()) == "inputs" for spec in specs)
+
+
 def check_detectors(cfg: DictConfig, method_name: str, method: Method, backbone: nn.Module) -> list[DetectorSpec]:
     """The run's detectors (``cfg.detectors``), checked against the method and backbone before any data is read.
 
@@ -319,11 +324,6 @@ class DetectorBank:
         self.gradient = [d for d in detectors if d.kind == "inputs"]
         self.needs = {d.spec.input for d in self.forward}
 
-    @property
-    def needs_gradients(self) -> bool:
-        """Whether a detector needs input gradients: Lightning's ``inference_mode`` must then be off."""
-        return bool(self.gradient)
-
     def score_batch(self, backbone: nn.Module, method: Method, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """``z`` for the method and every detector's scores of the batch ``x`` (normalised images)."""
         z, reps = representations(backbone, method, x, self.needs)
@@ -407,7 +407,8 @@ def training_representations(
 
 
 def autocast(device: torch.device, precision: str):
-    """The autocast of Lightning's ``*-mixed`` precisions, so that the detectors see the test pass's numbers."""
+    """The autocast of Lightning's ``*-mixed`` precisions, so that the detectors see the test pass's numbers.
+    ``precision``: the Trainer's own (``Trainer.precision``), in which aliases such as ``bf16`` are resolved."""
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
