@@ -69,7 +69,7 @@ from torch import Tensor, nn
 
 from mchad.errors import ConfigError
 from mchad.evaluation.metrics import ood_metrics
-from mchad.files import atomic_file
+from mchad.files import atomic_file, atomic_write
 from mchad.methods.method import Method
 
 log = logging.getLogger(__name__)
@@ -470,7 +470,9 @@ def select_on_validation(
             entry["values"], entry["AUROC"] = values, auroc
     n = {"n_val_id": len(next(iter(val_id.values()))), "n_val_ood": len(next(iter(val_ood.values())))}
     record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"selected_by": "AUROC on the validation sets", **n, "detectors": chosen}, indent=2))
+    atomic_write(
+        record, json.dumps({"selected_by": "AUROC on the validation sets", **n, "detectors": chosen}, indent=2)
+    )
     for name, entry in chosen.items():
         log.info("detectors_select=val: %s %s (validation AUROC %.4f)", name, entry["values"], entry["AUROC"])
     return [spec.with_values(chosen[spec.name]["values"]) if spec.name in chosen else spec for spec in specs]
