@@ -4,6 +4,7 @@ AUROC rows against scikit-learn, applicability, config and command-line behaviou
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import shutil
 import sys
@@ -46,6 +47,7 @@ from mchad.evaluation.detectors import (
     representations,
 )
 from mchad.evaluation.evaluator import evaluate
+from mchad.evaluation.oracle import sklearn_metrics
 from mchad.methods.mchad import MCHAD
 from mchad.methods.softmax import Softmax
 from mchad.module import OODModule
@@ -252,6 +254,44 @@ def test_rows_per_detector_and_ood_set(detector_run):
     for _, group in rows.groupby("ood_dataset"):  # odin's own pass reads the same batches as the test pass
         assert group.n_id.nunique() == 1 and group.n_ood.nunique() == 1 and group.Accuracy.nunique() == 1
     assert len(list((run_dir / "detectors").glob("fit-*.pt"))) == 1
+
+
+def test_rows_equal_pytorch_ood_fitted_on_the_capped_training_split_and_sklearn(detector_run):
+    """Each detector row's numbers, recomputed here: pytorch-ood's detector on the tested weights, fitted through
+    its own API on the ``detectors_fit_samples`` images of the ID training split (un-augmented) that
+    ``id_train_split`` samples, scoring the batches the test pass read; the four metrics by scikit-learn
+    (mchad.evaluation.oracle). Fitting on the whole split or on augmented images gives other numbers."""
+    _, run_dir, rows = detector_run
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    run = build_run(cfg, run_dir, evaluation_only=True)
+    state = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    run.module.load_state_dict(state["state_dict"])
+    module, datamodule = run.module.eval(), run.datamodule
+    datamodule.setup("test")
+    backbone = module.backbone
+
+    def batches(loader, limit=None):
+        return [(module.augment(x, train=False), y) for x, y in itertools.islice(loader, limit)]
+
+    fit_split = datamodule.id_train_split(cfg.detectors_fit_samples)
+    assert len(fit_split) == 64 < len(datamodule.id_train_split()), "the case this test needs: a capped split"
+    train_batches = batches(datamodule.eval_loader(fit_split))
+    limit = cfg.trainer.limit_test_batches
+    test_sets = dict(zip(datamodule.test_set_names, (batches(ld, limit) for ld in datamodule.test_dataloader())))
+    id_name = datamodule.test_set_names[0]
+    for name in ("knn", "mahalanobis", "ash", "odin"):
+        reference = reference_detector(name, DetectorSpec.from_config(name, cfg.detectors[name]), backbone)
+        if reference.requires_fit:
+            reference.fit(train_batches)
+        scores = {s: torch.cat([reference.predict(x).detach() for x, _ in b]).double() for s, b in test_sets.items()}
+        for ood_name, ood in scores.items():
+            if ood_name == id_name:
+                continue
+            [row] = rows[(rows.score == name) & (rows.ood_dataset == ood_name)].to_dict("records")
+            expected = sklearn_metrics(scores[id_name].numpy(), ood.numpy())
+            assert (row["n_id"], row["n_ood"]) == (len(scores[id_name]), len(ood)), row
+            for metric in ("AUROC", "AUPR-IN", "AUPR-OUT", "FPR95"):
+                assert row[metric] == pytest.approx(expected[metric], abs=1e-6), (name, ood_name, metric)
 
 
 def test_eval_reuses_the_fit_representations(detector_run, monkeypatch):
