@@ -316,12 +316,14 @@ def test_eval_reuses_the_fit_representations(detector_run, monkeypatch):
 
 
 @pytest.mark.slow
-def test_select_on_validation_records_the_choice(detector_run):
+def test_select_on_validation_records_the_choice_and_tests_it(detector_run):
+    """The choice is recorded, and the test rows are those of the chosen values: equal to an evaluation with the
+    chosen values set by hand."""
     tmp, run_dir, _ = detector_run
     eval_dir = tmp / "select"
-    cfg = compose([f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", "logger=none", "detectors=[knn,react]",
-                   "detectors_select=val", "detectors.knn.search={k:[1,3,100]}"], output_dir=eval_dir)  # fmt: skip
-    evaluate_checkpoint(cfg, eval_dir)
+    evaluation = [f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", "logger=none", "detectors=[knn,react]"]
+    cfg = compose([*evaluation, "detectors_select=val", "detectors.knn.search={k:[1,3,100]}"], output_dir=eval_dir)
+    selected = pd.DataFrame(evaluate_checkpoint(cfg, eval_dir))
     record = json.loads((eval_dir / SELECTION_FILE).read_text())
     for name, sizes in (("knn", 2), ("react", 4)):  # k=100 exceeds the 64 fitting images: left out
         entry = record["detectors"][name]
@@ -329,3 +331,13 @@ def test_select_on_validation_records_the_choice(detector_run):
         best = max(entry["candidates"], key=lambda c: c["AUROC"])
         assert entry["values"] == best["values"] and entry["AUROC"] == best["AUROC"]
     assert record["n_val_id"] > 0 and record["n_val_ood"] > 0
+
+    chosen = {name: record["detectors"][name]["values"] for name in ("knn", "react")}
+    assert chosen["knn"] != {"k": cfg.detectors.knn.detector.k}, "the case this test needs: a choice unlike the yaml's"
+    by_hand = [f"detectors.{name}.detector.{key}={value}" for name, values in chosen.items() for key, value in
+               values.items()]  # fmt: skip
+    fixed_dir = tmp / "fixed"
+    fixed = pd.DataFrame(evaluate_checkpoint(compose([*evaluation, *by_hand], output_dir=fixed_dir), fixed_dir))
+    columns = ["ood_dataset", "score", "AUROC", "AUPR-IN", "AUPR-OUT", "FPR95", "n_id", "n_ood"]
+    pd.testing.assert_frame_equal(*(f[columns].sort_values(["ood_dataset", "score"]).reset_index(drop=True)
+                                    for f in (selected, fixed)))  # fmt: skip
