@@ -3,6 +3,7 @@ quickstart run for the whole session, and the independent evaluation that tests 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -50,6 +51,15 @@ def write_image_tree(root: Path, n_classes: int, per_class: int, splits=("train"
                 pixels = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(folder / f"{i}.png")
     return root
+
+
+def wait_for(condition, timeout: float = 300, what: str = "") -> None:
+    """Poll ``condition`` (another process's progress) every 50 ms; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ AUROC rows against scikit-learn, applicability, config and command-line behaviou
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import shutil
 import sys
@@ -46,6 +47,7 @@ from mchad.evaluation.detectors import (
     representations,
 )
 from mchad.evaluation.evaluator import evaluate
+from mchad.evaluation.oracle import sklearn_metrics
 from mchad.methods.mchad import MCHAD
 from mchad.methods.softmax import Softmax
 from mchad.module import OODModule
@@ -262,6 +264,44 @@ def test_rows_per_detector_and_ood_set(detector_run):
     assert len(list((run_dir / "detectors").glob("fit-*.pt"))) == 1
 
 
+def test_rows_equal_pytorch_ood_fitted_on_the_capped_training_split_and_sklearn(detector_run):
+    """Each detector row's numbers, recomputed here: pytorch-ood's detector on the tested weights, fitted through
+    its own API on the ``detectors_fit_samples`` images of the ID training split (un-augmented) that
+    ``id_train_split`` samples, scoring the batches the test pass read; the four metrics by scikit-learn
+    (mchad.evaluation.oracle). Fitting on the whole split or on augmented images gives other numbers."""
+    _, run_dir, rows, _ = detector_run
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    run = build_run(cfg, run_dir, evaluation_only=True)
+    state = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    run.module.load_state_dict(state["state_dict"])
+    module, datamodule = run.module.eval(), run.datamodule
+    datamodule.setup("test")
+    backbone = module.backbone
+
+    def batches(loader, limit=None):
+        return [(module.augment(x, train=False), y) for x, y in itertools.islice(loader, limit)]
+
+    fit_split = datamodule.id_train_split(cfg.detectors_fit_samples)
+    assert len(fit_split) == 64 < len(datamodule.id_train_split()), "the case this test needs: a capped split"
+    train_batches = batches(datamodule.eval_loader(fit_split))
+    limit = cfg.trainer.limit_test_batches
+    test_sets = dict(zip(datamodule.test_set_names, (batches(ld, limit) for ld in datamodule.test_dataloader())))
+    id_name = datamodule.test_set_names[0]
+    for name in ("knn", "mahalanobis", "ash", "odin"):
+        reference = reference_detector(name, DetectorSpec.from_config(name, cfg.detectors[name]), backbone)
+        if reference.requires_fit:
+            reference.fit(train_batches)
+        scores = {s: torch.cat([reference.predict(x).detach() for x, _ in b]).double() for s, b in test_sets.items()}
+        for ood_name, ood in scores.items():
+            if ood_name == id_name:
+                continue
+            [row] = rows[(rows.score == name) & (rows.ood_dataset == ood_name)].to_dict("records")
+            expected = sklearn_metrics(scores[id_name].numpy(), ood.numpy())
+            assert (row["n_id"], row["n_ood"]) == (len(scores[id_name]), len(ood)), row
+            for metric in ("AUROC", "AUPR-IN", "AUPR-OUT", "FPR95"):
+                assert row[metric] == pytest.approx(expected[metric], abs=1e-6), (name, ood_name, metric)
+
+
 def test_eval_reuses_the_fit_representations(detector_run, monkeypatch):
     """On a run whose config.yaml predates detectors (no detector keys), with the kept representations."""
     tmp, run_dir, rows, _ = detector_run
@@ -284,12 +324,14 @@ def test_eval_reuses_the_fit_representations(detector_run, monkeypatch):
 
 
 @pytest.mark.slow
-def test_select_on_validation_records_the_choice(detector_run):
+def test_select_on_validation_records_the_choice_and_tests_it(detector_run):
+    """The choice is recorded, and the test rows are those of the chosen values: equal to an evaluation with the
+    chosen values set by hand."""
     tmp, run_dir, _, _ = detector_run
     eval_dir = tmp / "select"
-    cfg = compose([f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", "logger=none", "detectors=[knn,react]",
-                   "detectors_select=val", "detectors.knn.search={k:[1,3,100]}"], output_dir=eval_dir)  # fmt: skip
-    evaluate_checkpoint(cfg, eval_dir)
+    evaluation = [f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}", "logger=none", "detectors=[knn,react]"]
+    cfg = compose([*evaluation, "detectors_select=val", "detectors.knn.search={k:[1,3,100]}"], output_dir=eval_dir)
+    selected = pd.DataFrame(evaluate_checkpoint(cfg, eval_dir))
     record = json.loads((eval_dir / SELECTION_FILE).read_text())
     for name, sizes in (("knn", 2), ("react", 4)):  # k=100 exceeds the 64 fitting images: left out
         entry = record["detectors"][name]
@@ -297,6 +339,15 @@ def test_select_on_validation_records_the_choice(detector_run):
         best = max(entry["candidates"], key=lambda c: c["AUROC"])
         assert entry["values"] == best["values"] and entry["AUROC"] == best["AUROC"]
     assert record["n_val_id"] > 0 and record["n_val_ood"] > 0
+    chosen = {name: record["detectors"][name]["values"] for name in ("knn", "react")}
+    assert chosen["knn"] != {"k": cfg.detectors.knn.detector.k}, "the case this test needs: a choice unlike the yaml's"
+    by_hand = [f"detectors.{name}.detector.{key}={value}" for name, values in chosen.items() for key, value in
+               values.items()]  # fmt: skip
+    fixed_dir = tmp / "fixed"
+    fixed = pd.DataFrame(evaluate_checkpoint(compose([*evaluation, *by_hand], output_dir=fixed_dir), fixed_dir))
+    columns = ["ood_dataset", "score", "AUROC", "AUPR-IN", "AUPR-OUT", "FPR95", "n_id", "n_ood"]
+    pd.testing.assert_frame_equal(*(f[columns].sort_values(["ood_dataset", "score"]).reset_index(drop=True)
+                                    for f in (selected, fixed)))  # fmt: skip
 
 
 def test_a_precision_alias_fits_as_the_test_pass_runs(tmp_path):

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import wait_for
 
 from mchad.cli.launch import launch
 from mchad.train import train
@@ -60,14 +61,6 @@ def launch_run(tmp_path: Path, monkeypatch, capsys, *args: str) -> tuple[int, li
     with pytest.raises(SystemExit) as exit_info:
         launch(train, "run", [*args, f"paths.data_dir={tmp_path / 'data'}"])
     return exit_info.value.code, capsys.readouterr().err.strip().splitlines()
-
-
-def wait_for(condition, timeout: float = 300, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def lock_holder(run_dir: Path) -> int | None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from pytorch_lightning.callbacks import RichProgressBar
 
@@ -23,7 +24,7 @@ SHORT = [
     "trainer.limit_val_batches=1",
 ]
 EPOCH_LINE = re.compile(
-    r"epoch (\d+)/(\d+) · step (\d+) · loss \d+\.\d{3} · val acc [01]\.\d{3} · [\d,]+ img/s · eta \S+$"
+    r"epoch (\d+)/(\d+) · step (\d+) · loss (\d+\.\d{3}) · val acc ([01]\.\d{3}) · [\d,]+ img/s · eta \S+$"
 )
 
 
@@ -49,13 +50,26 @@ def progress_lines(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "mchad.progress"]
 
 
+def logged_per_epoch(run_dir: Path) -> list[tuple[str, str]]:
+    """(epoch's mean training loss, validation accuracy) of each epoch as the CSV logger recorded them, to 3 places."""
+    metrics = pd.read_csv(run_dir / "csv" / "metrics.csv").groupby("epoch")
+    loss, accuracy = metrics["Loss/total/train_epoch"].first(), metrics["Accuracy/val"].first()
+    return [(f"{loss[epoch]:.3f}", f"{accuracy[epoch]:.3f}") for epoch in sorted(loss.index)]
+
+
 def test_a_run_writing_to_a_file_logs_one_line_per_epoch(run_config, monkeypatch, caplog):
     monkeypatch.setattr(sys, "stdout", io.StringIO())
     cfg, run_dir = run_config(*SHORT, "test=false")
     with caplog.at_level("INFO"):
         train(cfg, run_dir)
     lines = progress_lines(caplog)
-    assert [EPOCH_LINE.match(line).groups() for line in lines] == [("1", "3", "2"), ("2", "3", "4"), ("3", "3", "6")]
+    assert [EPOCH_LINE.match(line).groups()[:3] for line in lines] == [
+        ("1", "3", "2"),
+        ("2", "3", "4"),
+        ("3", "3", "6"),
+    ]
+    # the epoch's mean loss (not its last step's) and the validation accuracy, as the CSV logger wrote them
+    assert [EPOCH_LINE.match(line).groups()[3:] for line in lines] == logged_per_epoch(run_dir)
     assert lines[-1].endswith("eta 0s")
     assert not any("GPU available" in r.getMessage() or "TPU available" in r.getMessage() for r in caplog.records)
 
@@ -72,7 +86,7 @@ def test_long_epochs_also_log_within_the_epoch_at_the_interval(run_config, monke
         "epoch 2/2 · step 3 · batch 1/2",
         "epoch 2/2 · step 4 · batch 2/2",
     ]
-    assert [EPOCH_LINE.match(line).groups() for line in (lines[2], lines[5])] == [("1", "2", "2"), ("2", "2", "4")]
+    assert [EPOCH_LINE.match(line).groups()[:3] for line in (lines[2], lines[5])] == [("1", "2", "2"), ("2", "2", "4")]
     assert len(lines) == 6
 
 

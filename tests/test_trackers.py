@@ -14,12 +14,12 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from conftest import wait_for
 
 from mchad.errors import ConfigError
 from mchad.loggers import CSVLogger, check_packages, metric_name, previous_wandb_id, result_metrics
@@ -57,13 +57,6 @@ def expected_metrics(run_dir: Path) -> dict[str, float]:
     return {f"test/{r.ood_dataset}/{r.score}/AUROC": r.AUROC for r in results.itertuples()}
 
 
-def wait_for(condition, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def test_mlflow_run_killed_and_resumed_is_one_run_in_a_sqlite_store_with_config_metrics_and_results(tmp_path):
     """Killed after its first checkpoint, then resumed: one MLflow run in ``logs/mlflow.db`` holding the resolved
     config as dotted params (once each), every epoch's metrics, the results of results.csv and the checkpoint."""
@@ -71,7 +64,10 @@ def test_mlflow_run_killed_and_resumed_is_one_run_in_a_sqlite_store_with_config_
     args = ["trainer.max_epochs=3", "logger=mlflow", f"hydra.run.dir={run_dir}"]
     first = subprocess.Popen(command(tmp_path, *args), cwd=tmp_path, env=environment(), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)  # fmt: skip
-    wait_for(lambda: (run_dir / "checkpoints" / "last.ckpt").exists() or first.poll() is not None)
+    wait_for(
+        lambda: (run_dir / "checkpoints" / "last.ckpt").exists() or first.poll() is not None,
+        what="the first checkpoint",
+    )
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=60)
     assert first.returncode == -signal.SIGKILL and not (run_dir / "results.csv").exists()

@@ -1,13 +1,14 @@
 """Plant known bugs one at a time in a copy of the tree and check that the test meant to catch each fails.
 
 A test suite earns trust by failing when the code is wrong. Each entry of :data:`BUGS` is a
-plausible mistake that once went unnoticed (issue 20 of this project): one or more exact text
+plausible mistake that once went unnoticed (issue 20 of this project; 8-11: found by a review of
+the tests, each passed the suite before its test was strengthened): one or more exact text
 replacements, and the tests that must then fail. The tool copies the files git tracks (with the
 uncommitted changes) to a temporary folder, runs the named tests there once unchanged (they must
 pass), then once per bug with it planted, and prints one line per bug. Exit status 1 when a test
 fails unplanted or a planted bug goes unnoticed.
 
-    python tools/planted_bugs.py          # all bugs, about 5 minutes on 2 cores
+    python tools/planted_bugs.py          # all bugs, about 10 minutes on 2 cores
     python tools/planted_bugs.py 2 6      # only bugs 2 and 6
 """
 
@@ -71,6 +72,38 @@ BUGS = (
         "the test phase takes last.ckpt instead of the best checkpoint",
         (("src/mchad/train.py", "callback.best_model_path or None", "callback.last_model_path or None"),),
         ("tests/test_train.py::test_the_best_epoch_is_tested_when_it_is_not_the_last",),
+    ),
+    Bug(
+        "the epoch's progress line shows the last step's loss",
+        (("src/mchad/progress.py", 'f"{LOSS_KEY}_epoch", metrics', 'f"{LOSS_KEY}_step", metrics'),),
+        ("tests/test_progress.py::test_a_run_writing_to_a_file_logs_one_line_per_epoch",),
+    ),
+    Bug(
+        "the detectors fit on the whole training split, ignoring detectors_fit_samples",
+        (("src/mchad/evaluation/detectors.py", "id_train_split(limit)", "id_train_split(None)"),),
+        ("tests/test_detectors.py::test_rows_equal_pytorch_ood_fitted_on_the_capped_training_split_and_sklearn",),
+    ),
+    Bug(
+        "detectors_select=val records its choice and tests the yaml's values",
+        (
+            (
+                "src/mchad/evaluation/detectors.py",
+                'return [spec.with_values(chosen[spec.name]["values"]) if spec.name in chosen else spec for spec in specs]',
+                "return list(specs)",
+            ),
+        ),
+        ("tests/test_detectors.py::test_select_on_validation_records_the_choice_and_tests_it",),
+    ),
+    Bug(
+        "mchad-report imports the training stack (Lightning) to summarise",
+        (
+            (
+                "src/mchad/report/tables.py",
+                "    return _mean_std(per_run(results), row_keys(results))",
+                "    import mchad.train  # noqa: F401\n    return _mean_std(per_run(results), row_keys(results))",
+            ),
+        ),
+        ("tests/test_cli.py::test_help_and_the_report_never_import_the_training_stack",),
     ),
 )
 
