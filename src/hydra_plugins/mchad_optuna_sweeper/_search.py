@@ -30,12 +30,11 @@ import inspect
 import math
 import re
 import shlex
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Literal
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
@@ -45,7 +44,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from mchad import rundir
-from mchad.errors import ConfigError, command
+from mchad.errors import ConfigError, command, fail
 from mchad.files import atomic_write
 
 DB_FILE = "optuna.db"
@@ -58,12 +57,6 @@ SPACE_HELP = (
 REPORTED = "run_dir"
 """The user attribute a trial gets when its job has reported (complete or failed): trials without it
 were interrupted by a killed search, and do not count towards ``n_trials``."""
-
-
-def fail(message: str) -> NoReturn:
-    """Bad input found once the search runs: ``error: <message>`` on stderr, exit status 2."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,8 +27,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mchad.cli.launch import fail
-from mchad.errors import ConfigError, command
+from mchad.errors import ConfigError, command, fail
 
 PROG = "mchad-data"
 

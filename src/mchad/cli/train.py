@@ -16,9 +16,9 @@ from collections.abc import Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mchad.cli.launch import fail, launch
+from mchad.cli.launch import launch
 from mchad.config import compose
-from mchad.errors import ConfigError, command
+from mchad.errors import ConfigError, command, fail
 from mchad.rundir import checkpoint_run_dir
 
 
