@@ -36,10 +36,11 @@ import numpy as np
 import torchvision.datasets as tvd
 
 from mchad.data.cache import CacheEntry, Fingerprint
-from mchad.data.download import RemoteFile, extract, fetch, file_lock
+from mchad.data.download import RemoteFile, extract, fetch
 from mchad.data.images import list_images, read_class_tree, read_images, to_rgb32
 from mchad.data.tensors import OOD_LABEL, ImageTensors
 from mchad.errors import ConfigError
+from mchad.files import file_lock
 
 Arrays = tuple[np.ndarray, np.ndarray]
 
