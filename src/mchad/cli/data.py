@@ -149,13 +149,16 @@ def verify(overrides: Sequence[str]) -> tuple[int, int]:
     from mchad.data.registry import CACHE_FOLDER, cache_name, get_source
 
     failures = total = 0
+    verified: dict[CacheEntry, tuple[int | None, str | None]] = {}
     for name, datamodule in _datamodules(overrides):
         for ref in datamodule.data_refs():
             total += 1
             cache_dir = datamodule.data_dir.expanduser() / CACHE_FOLDER
             key = cache_name(ref.name, Path(ref.root).expanduser() if ref.root else None)
             cached = CacheEntry(cache_dir, key, ref.split, get_source(ref.name).version)
-            count, problem = cached.verify()
+            if cached not in verified:  # experiments share entries (outliers: 0.9 GB), each is read once
+                verified[cached] = cached.verify()
+            count, problem = verified[cached]
             entry = cache_dir / f"{cached.stem}.*"
             where = f"{name}: {ref.role:<8} {ref.name}/{ref.split}"
             if problem:
