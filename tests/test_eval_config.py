@@ -100,6 +100,16 @@ def test_cfg_job_reads_the_flags_as_hydra_spells_them(short_run, tmp_path, monke
     assert capsys.readouterr().out == ""
 
 
+def test_cfg_job_reads_the_groups_of_config_dir_as_the_evaluation_does(short_run, tmp_path, monkeypatch, capsys):
+    (tmp_path / "conf" / "testsets").mkdir(parents=True)
+    (tmp_path / "conf" / "testsets" / "mine.yaml").write_text("# @package testsets\n- {name: uniform, label: mine}\n")
+    monkeypatch.chdir(tmp_path)
+    ckpt = short_run / "checkpoints" / "best.ckpt"
+    assert show_evaluation_config(["--cfg", "job", "--config-dir", str(tmp_path / "conf"), f"ckpt_path={ckpt}",
+                                   "testsets=mine"])  # fmt: skip
+    assert [t.label for t in OmegaConf.create(capsys.readouterr().out).testsets] == ["mine"]
+
+
 def test_cfg_job_refuses_an_override_that_changes_the_model_in_one_line(short_run, capsys):
     ckpt = short_run / "checkpoints" / "best.ckpt"
     with pytest.raises(SystemExit) as exit_info:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mchad.cli.command_line import Flags
+from mchad.cli.command_line import Flags, extra_config_dirs
 from mchad.cli.launch import launch
 from mchad.config import compose
 from mchad.errors import ConfigError, command, fail
@@ -73,7 +73,7 @@ def show_evaluation_config(argv: Sequence[str]) -> bool:
     from mchad.train import saved_run_config  # reads the checkpoint: the training stack
 
     try:
-        cfg = compose([*eval_run_dir_override(overrides), *overrides])
+        cfg = compose([*eval_run_dir_override(overrides), *overrides], config_dirs=extra_config_dirs(args))
         evaluated = saved_run_config(cfg, cfg.hydra.run.dir) or cfg
     except ConfigError as error:
         fail(str(error))
