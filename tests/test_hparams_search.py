@@ -244,6 +244,13 @@ def bare_sweeper(study_name: str) -> MchadOptunaSweeper:
     )  # fmt: skip
 
 
+def test_nested_and_dotted_search_spaces_are_one_space():
+    """``params: {method: {margin: ...}}`` (yaml nesting) and ``params: {method.margin: ...}`` name the same key."""
+    nested = parse_search_space({"method": {"margin": "interval(1, 8)"}, "seed": "choice(1, 2)"}, [])
+    dotted = parse_search_space({"method.margin": "interval(1, 8)", "seed": "choice(1, 2)"}, [])
+    assert nested == dotted and nested.keys == {"method.margin": "method.margin", "seed": "seed"}
+
+
 def test_a_killed_search_continues_without_counting_the_interrupted_trial(tmp_path):
     sweep_dir = tmp_path / "search"
     sweep_dir.mkdir()

@@ -92,13 +92,6 @@ def override_value(value: Any) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def flatten(params: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"method": {"margin": "interval(1, 8)"}}`` and ``{"method.margin": ...}`` -> ``{"method.margin": ...}``."""
-    if isinstance(params, DictConfig):
-        params = OmegaConf.to_container(params, resolve=True)
-    return rundir.flatten(params, prefix)
-
-
 def distribution(override: Any, where: str) -> Any:
     """The Optuna distribution of a sweep override (``interval``, ``choice``, ``range``); ConfigError if none fits."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -158,7 +151,7 @@ def parse_search_space(params: Any, arguments: Sequence[str]) -> SearchSpace:
     parser = OverridesParser.create()
     space = SearchSpace()
     lines = []
-    for key, spec in flatten(params or {}).items():
+    for key, spec in rundir.flatten(params or {}).items():  # {"method": {"margin": ...}} as method.margin
         if isinstance(spec, (list, tuple, ListConfig)):
             raise ConfigError(f"hydra.sweeper.params.{key}={spec} is a list: {SPACE_HELP}")
         lines.append(
