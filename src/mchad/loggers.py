@@ -36,6 +36,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from mchad.errors import ConfigError
 from mchad.files import file_lock
+from mchad.rundir import flatten
 
 log = logging.getLogger(__name__)
 
@@ -296,8 +297,6 @@ def log_config(loggers: Sequence[Any], cfg: DictConfig) -> None:
     found = trackers(loggers)
     if not found:
         return
-    from mchad.rundir import flatten
-
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved.pop("hydra", None)
     for logger in found:
