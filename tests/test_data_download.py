@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from mchad.data.download import RemoteFile, extract, extraction_marker, fetch, file_lock
+from mchad.data.download import RemoteFile, extract, extraction_marker, fetch
 from mchad.errors import ConfigError
+from mchad.files import file_lock
 
 PAYLOAD = b"0123456789" * 1000
 

@@ -208,3 +208,11 @@ def test_truncated_image_is_an_error_not_grey_pixels(tmp_path: Path) -> None:
     expected = rf"^{re.escape(str(paths[25]))}: cannot read image \(image file is truncated"
     with pytest.raises(ConfigError, match=expected):
         read_images(paths)
+
+
+def test_cache_entry_names_the_entry_that_load_dataset_writes(tmp_path: Path, tree: Path) -> None:
+    """``mchad-data verify`` finds an entry through ``cache_entry``: the one a run read, root given as text too."""
+    images = load_tree(tmp_path, tree)
+    entry = registry.cache_entry("imagefolder", "train", tmp_path / "data", str(tree))
+    assert entry.files == entry_files(tmp_path, "imagefolder", tree, "train")
+    assert entry.verify() == (len(images), None) == (6, None)

@@ -85,6 +85,31 @@ def test_cfg_job_with_a_checkpoint_prints_the_config_evaluation_uses(short_run, 
     assert not show_evaluation_config(["--cfg", "job", "experiment=quickstart"]), "no checkpoint: Hydra prints"
 
 
+def test_cfg_job_reads_the_flags_as_hydra_spells_them(short_run, tmp_path, monkeypatch, capsys):
+    """Every spelling Hydra's parser takes: ``-cjob``, ``--package=KEY`` (``-p``), ``--resolve``, flags after overrides."""
+    ckpt = short_run / "checkpoints" / "best.ckpt"
+    monkeypatch.chdir(tmp_path)
+    assert show_evaluation_config([f"ckpt_path={ckpt}", "-cjob", "--package=method", "--resolve"])
+    assert OmegaConf.create(capsys.readouterr().out) == OmegaConf.load(short_run / "config.yaml").method
+    assert show_evaluation_config(["-c", "all", "-p", "hydra.run", f"ckpt_path={ckpt}"])
+    assert OmegaConf.create(capsys.readouterr().out).dir.startswith(f"{short_run}/eval/")
+    for argv in (["--cfg=job", "--multirun"], ["-c", "hydra"], ["--cfg", "job", "--no-such-flag"]):
+        assert not show_evaluation_config([*argv, f"ckpt_path={ckpt}"]), (
+            f"{argv}: Hydra's, or the pre-flight's, to answer"
+        )
+    assert capsys.readouterr().out == ""
+
+
+def test_cfg_job_reads_the_groups_of_config_dir_as_the_evaluation_does(short_run, tmp_path, monkeypatch, capsys):
+    (tmp_path / "conf" / "testsets").mkdir(parents=True)
+    (tmp_path / "conf" / "testsets" / "mine.yaml").write_text("# @package testsets\n- {name: uniform, label: mine}\n")
+    monkeypatch.chdir(tmp_path)
+    ckpt = short_run / "checkpoints" / "best.ckpt"
+    assert show_evaluation_config(["--cfg", "job", "--config-dir", str(tmp_path / "conf"), f"ckpt_path={ckpt}",
+                                   "testsets=mine"])  # fmt: skip
+    assert [t.label for t in OmegaConf.create(capsys.readouterr().out).testsets] == ["mine"]
+
+
 def test_cfg_job_refuses_an_override_that_changes_the_model_in_one_line(short_run, capsys):
     ckpt = short_run / "checkpoints" / "best.ckpt"
     with pytest.raises(SystemExit) as exit_info:

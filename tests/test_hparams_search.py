@@ -244,6 +244,13 @@ def bare_sweeper(study_name: str) -> MchadOptunaSweeper:
     )  # fmt: skip
 
 
+def test_nested_and_dotted_search_spaces_are_one_space():
+    """``params: {method: {margin: ...}}`` (yaml nesting) and ``params: {method.margin: ...}`` name the same key."""
+    nested = parse_search_space({"method": {"margin": "interval(1, 8)"}, "seed": "choice(1, 2)"}, [])
+    dotted = parse_search_space({"method.margin": "interval(1, 8)", "seed": "choice(1, 2)"}, [])
+    assert nested == dotted and nested.keys == {"method.margin": "method.margin", "seed": "seed"}
+
+
 def test_a_killed_search_continues_without_counting_the_interrupted_trial(tmp_path):
     sweep_dir = tmp_path / "search"
     sweep_dir.mkdir()
@@ -266,11 +273,24 @@ def test_a_killed_search_continues_without_counting_the_interrupted_trial(tmp_pa
         other.load_study(optuna, sweep_dir)
 
 
-def test_one_search_at_a_time_per_sweep_directory(tmp_path, capsys):
+def test_one_search_at_a_time_per_sweep_directory(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     with search_lock(tmp_path), pytest.raises(SystemExit) as exit_info, search_lock(tmp_path):
         pass
     assert exit_info.value.code == 2
     assert f"is running in process {os.getpid()}" in capsys.readouterr().err
+
+
+def test_the_search_ends_bad_input_as_the_commands_do(tmp_path, capsys, monkeypatch):
+    """The sweeper's refusals go through the commands' own ``fail``: with ``HYDRA_FULL_ERROR=1``, the
+    traceback, then the one ``error:`` line, status 2 (docs/cli.md)."""
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with search_lock(tmp_path), pytest.raises(SystemExit) as exit_info, search_lock(tmp_path):
+        pass
+    stderr = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2
+    assert stderr[0] == "Traceback (most recent call last):", stderr
+    assert stderr[-1].startswith(f"error: the hyperparameter search in {tmp_path} is running in process {os.getpid()}:")
 
 
 def test_command_line_adds_to_replaces_and_fixes_the_search_space():

@@ -143,3 +143,19 @@ def test_data_verify_finds_a_flipped_byte_that_opening_does_not(tmp_path, capsys
     assert damaged.startswith("quickstart: id       digits/train: content hash differs: digits-train-v1.npy")
     assert "mchad-data prepare" in damaged
     assert bad.stderr.strip() == "error: 1 of 6 cache entries are damaged or missing (see the lines above)"
+
+
+def test_data_verify_reads_an_entry_two_experiments_share_once(tmp_path, capsys, monkeypatch):
+    """Each config still gets its lines, but an entry several configs read (outliers, test sets) is hashed once."""
+    from mchad.data.cache import CacheEntry
+
+    data_dir = f"paths.data_dir={tmp_path}"
+    assert run_main("mchad-data", "prepare", "experiment=quickstart", data_dir, capsys=capsys).returncode == 0
+    hashed = []
+    real_verify = CacheEntry.verify
+    monkeypatch.setattr(CacheEntry, "verify", lambda entry: hashed.append(entry.stem) or real_verify(entry))
+    twice = run_main("mchad-data", "verify", "experiment=quickstart", "experiment=quickstart", data_dir, capsys=capsys)
+    assert twice.returncode == 0, twice.stderr
+    lines = twice.stdout.splitlines()
+    assert len(lines) == 12 and lines[:6] == lines[6:] and all(": ok, " in line for line in lines), twice.stdout
+    assert len(hashed) == len(set(hashed)) == len({line.split("(")[-1] for line in lines}), hashed

@@ -141,6 +141,7 @@ def test_sweep_jobs_opening_a_fresh_sqlite_store_at_once_share_it(tmp_path):
     runs = client.search_runs([experiment.experiment_id])
     ids = {(tmp_path / str(job) / ".mlflow_run_id").read_text().strip() for job in range(jobs)}
     assert {run.info.run_id for run in runs} == ids and len(ids) == jobs
+    assert not list((tmp_path / "logs").glob(".*.lock")), "the store lock leaves nothing behind"
 
 
 def test_csv_logger_appends_on_resume_and_widens_its_header(tmp_path):

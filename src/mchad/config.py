@@ -66,10 +66,11 @@ def check_overrides(overrides: Sequence[str], config_dirs: Sequence[Path] = ()) 
 
     Hydra would otherwise fail with a multi-line message. Handles ``group=a,b`` sweeps too.
     """
+    known_groups = groups(config_dirs)
     for override in overrides:
         key, sep, value = override.partition("=")
         key = key.lstrip("+~")
-        if not sep or key not in groups(config_dirs) or value in ("", "null"):
+        if not sep or key not in known_groups or value in ("", "null"):
             continue
         if value.startswith("[") and value.endswith("]"):  # several options of one group: detectors=[knn,vim]
             value = value[1:-1]

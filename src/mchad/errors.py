@@ -4,11 +4,14 @@ Everything the user gave (command line, config values, data, checkpoints, direct
 that is wrong raises :class:`ConfigError` before training starts; the command-line
 entry points print its message on one line and exit with status 2. Any other exception
 is a bug or an environment failure and exits with status 1. Messages name the command the
-user ran (:func:`command`).
+user ran (:func:`command`); :func:`fail` is how every command ends on bad input.
 """
 
+import os
 import sys
+import traceback
 from pathlib import Path
+from typing import NoReturn
 
 
 class ConfigError(ValueError):
@@ -17,6 +20,15 @@ class ConfigError(ValueError):
 
 class TrainingDiverged(ConfigError):
     """A loss term became NaN or infinite; the fix lies in the config (learning rate, data)."""
+
+
+def fail(message: str) -> NoReturn:
+    """The one way bad input ends: ``error: <message>`` on stderr, exit status 2 (``HYDRA_FULL_ERROR=1``:
+    the traceback of the exception being handled first)."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1" and sys.exc_info()[0] is not None:
+        traceback.print_exc()
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 CHECKOUT_SCRIPTS = {"train": "run.py", "eval": "eval.py"}

@@ -5,11 +5,13 @@ entries, downloads, provenance, the sweeper's best parameters) goes through
 :func:`atomic_file`: the bytes go to a temporary file in the same directory
 (``.<name>.<random>.part``), are flushed to disk, and the file is renamed over the
 final name. A killed writer leaves only its ``.part`` file, which the next writer
-under the same lock removes (:func:`remove_parts`).
+under the same lock removes (:func:`remove_parts`). :func:`file_lock` is that lock, for writers
+that wait their turn (downloads, extractions, cache entries, a tracking store's first open).
 """
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import os
 import tempfile
@@ -59,3 +61,31 @@ def remove_parts(folder: Path, prefix: str = "") -> None:
     """
     for part in folder.glob(f".{glob.escape(prefix)}*{PART_SUFFIX}"):
         part.unlink(missing_ok=True)
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an inter-process lock guarding ``path``: the file ``.<name>.lock`` beside it, there only while held.
+
+    Written here because filelock's ``FileLock`` leaves its lock file behind (a refused run would
+    leave one per data set in ``data/``), and deleting that file after releasing it would let
+    two processes lock two different files of one name. This lock deletes its file while still
+    holding it, and a process that waited on a deleted file sees that the name now points
+    elsewhere (another inode) and locks again. An OS lock (``flock``) dies with its process.
+    """
+    lock = path.parent / f".{path.name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            if os.stat(lock).st_ino == os.fstat(handle).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(handle)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(handle)

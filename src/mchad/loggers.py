@@ -18,13 +18,12 @@ into a one-line error before anything runs; importing this module needs neither.
 from __future__ import annotations
 
 import csv
-import fcntl
 import importlib.util
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,8 @@ from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
 
 from mchad.errors import ConfigError
+from mchad.files import file_lock
+from mchad.rundir import flatten
 
 log = logging.getLogger(__name__)
 
@@ -163,22 +164,11 @@ def sqlite_path(uri: str | None) -> Path | None:
     return Path(uri[len(SQLITE_PREFIX) :]) if uri and uri.startswith(SQLITE_PREFIX) else None
 
 
-@contextmanager
-def store_lock(uri: str | None) -> Iterator[None]:
+def store_lock(uri: str | None) -> AbstractContextManager[None]:
     """Held while a SQLite store is opened: the first open creates the tables, and MLflow's migrations fail
-    ("table ... already exists") when sweep jobs that start together run them at once. The lock is an ``flock``
-    on the database's folder, so nothing is left behind and a killed holder releases it."""
+    ("table ... already exists") when sweep jobs that start together run them at once."""
     database = sqlite_path(uri)
-    if database is None:
-        yield
-        return
-    database.parent.mkdir(parents=True, exist_ok=True)
-    folder = os.open(database.parent, os.O_RDONLY)
-    try:
-        fcntl.flock(folder, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(folder)
+    return nullcontext() if database is None else file_lock(database)
 
 
 class MLFlowLogger(lightning_mlflow.MLFlowLogger):
@@ -307,8 +297,6 @@ def log_config(loggers: Sequence[Any], cfg: DictConfig) -> None:
     found = trackers(loggers)
     if not found:
         return
-    from mchad.rundir import flatten
-
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved.pop("hydra", None)
     for logger in found:

@@ -48,6 +48,11 @@ def duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
+def images_in(batch: Any) -> int:
+    """The number of images of a batch: an ``(images, labels)`` pair or the images alone."""
+    return len(batch[0] if isinstance(batch, (list, tuple)) else batch)
+
+
 class LogProgress(ProgressBar):
     """One line per training epoch and per test set, and at most one every ``interval_s`` seconds within them.
 
@@ -90,8 +95,7 @@ class LogProgress(ProgressBar):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        first = batch[0] if isinstance(batch, (list, tuple)) else batch
-        self._images += len(first)
+        self._images += images_in(batch)
         now = self._last_batch_end = time.monotonic()
         if self._enabled and now - self._last_line >= self.interval_s:
             self._last_line = now
@@ -127,8 +131,7 @@ class LogProgress(ProgressBar):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        first = batch[0] if isinstance(batch, (list, tuple)) else batch
-        self._test_images += len(first)
+        self._test_images += images_in(batch)
         now = time.monotonic()
         batches = trainer.num_test_batches[dataloader_idx]
         last = batch_idx + 1 == batches

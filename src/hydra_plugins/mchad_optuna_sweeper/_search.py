@@ -30,12 +30,11 @@ import inspect
 import math
 import re
 import shlex
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Literal
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
@@ -45,7 +44,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from mchad import rundir
-from mchad.errors import ConfigError, command
+from mchad.errors import ConfigError, command, fail
 from mchad.files import atomic_write
 
 DB_FILE = "optuna.db"
@@ -58,12 +57,6 @@ SPACE_HELP = (
 REPORTED = "run_dir"
 """The user attribute a trial gets when its job has reported (complete or failed): trials without it
 were interrupted by a killed search, and do not count towards ``n_trials``."""
-
-
-def fail(message: str) -> NoReturn:
-    """Bad input found once the search runs: ``error: <message>`` on stderr, exit status 2."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,13 +90,6 @@ def override_value(value: Any) -> str:
     if re.fullmatch(r"[A-Za-z_][\w\-./]*", text) and text.lower() not in ("true", "false", "null", "nan", "inf"):
         return text
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def flatten(params: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"method": {"margin": "interval(1, 8)"}}`` and ``{"method.margin": ...}`` -> ``{"method.margin": ...}``."""
-    if isinstance(params, DictConfig):
-        params = OmegaConf.to_container(params, resolve=True)
-    return rundir.flatten(params, prefix)
 
 
 def distribution(override: Any, where: str) -> Any:
@@ -165,7 +151,7 @@ def parse_search_space(params: Any, arguments: Sequence[str]) -> SearchSpace:
     parser = OverridesParser.create()
     space = SearchSpace()
     lines = []
-    for key, spec in flatten(params or {}).items():
+    for key, spec in rundir.flatten(params or {}).items():  # {"method": {"margin": ...}} as method.margin
         if isinstance(spec, (list, tuple, ListConfig)):
             raise ConfigError(f"hydra.sweeper.params.{key}={spec} is a list: {SPACE_HELP}")
         lines.append(

@@ -24,7 +24,6 @@ from hydra_plugins.mchad_optuna_sweeper._search import (
     SweeperSettings,
     check_search_space,
     check_settings,
-    fail,
     objective_of,
     parse_search_space,
     run_dir_of,
@@ -32,7 +31,7 @@ from hydra_plugins.mchad_optuna_sweeper._search import (
     search_lock,
     write_best_params,
 )
-from mchad.errors import ConfigError
+from mchad.errors import ConfigError, fail
 
 __all__ = ["MchadOptunaSweeper", "check_search_space"]
 

@@ -114,3 +114,8 @@ def searchpath_dirs(overrides: Sequence[str]) -> list[Path]:
             entries = override.value() if isinstance(override.value(), list) else [override.value()]
             return [Path(str(e).removeprefix("file://")) for e in entries if not str(e).startswith("pkg://")]
     return []
+
+
+def extra_config_dirs(args: argparse.Namespace) -> list[Path]:
+    """The config folders a command line (:meth:`Flags.read`) adds: ``--config-dir``, then ``hydra.searchpath``'s."""
+    return [*([Path(args.config_dir)] if args.config_dir else []), *searchpath_dirs(args.overrides)]

@@ -25,10 +25,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from mchad.cli.launch import fail
-from mchad.errors import ConfigError, command
+from mchad.errors import ConfigError, command, fail
 
 PROG = "mchad-data"
 
@@ -147,17 +145,18 @@ def prepare(overrides: Sequence[str]) -> tuple[int, int]:
 def verify(overrides: Sequence[str]) -> tuple[int, int]:
     """Hash the cache entries of each config in ``overrides``; return (damaged or missing, total) entries."""
     from mchad.data.cache import CacheEntry
-    from mchad.data.registry import CACHE_FOLDER, cache_name, get_source
+    from mchad.data.registry import cache_entry
 
     failures = total = 0
+    verified: dict[CacheEntry, tuple[int | None, str | None]] = {}
     for name, datamodule in _datamodules(overrides):
         for ref in datamodule.data_refs():
             total += 1
-            cache_dir = datamodule.data_dir.expanduser() / CACHE_FOLDER
-            key = cache_name(ref.name, Path(ref.root).expanduser() if ref.root else None)
-            cached = CacheEntry(cache_dir, key, ref.split, get_source(ref.name).version)
-            count, problem = cached.verify()
-            entry = cache_dir / f"{cached.stem}.*"
+            cached = cache_entry(ref.name, ref.split, datamodule.data_dir, ref.root)
+            if cached not in verified:  # experiments share entries (outliers: 0.9 GB), each is read once
+                verified[cached] = cached.verify()
+            count, problem = verified[cached]
+            entry = cached.folder / f"{cached.stem}.*"
             where = f"{name}: {ref.role:<8} {ref.name}/{ref.split}"
             if problem:
                 failures += 1

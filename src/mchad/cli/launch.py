@@ -21,11 +21,10 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import traceback
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import hydra
 from hydra.core.global_hydra import GlobalHydra
@@ -33,23 +32,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mchad.cli.command_line import Flags, job_overrides, parse, searchpath_dirs
+from mchad.cli.command_line import Flags, extra_config_dirs, job_overrides, parse
 from mchad.cli.sweep import check_launcher_plugin, run_sweep_job
 from mchad.cli.sweep_job import Task, resolve_task
 from mchad.config import CONFIG_DIR, check_overrides, compose, expand_detectors
-from mchad.errors import ConfigError
+from mchad.errors import ConfigError, fail
 from mchad.rundir import remove_unfinished
 
 Check = Callable[[DictConfig], None]
 """A task's own checks of one job's composed config, beyond the schema (raise ConfigError)."""
-
-
-def fail(message: str) -> NoReturn:
-    """The one way bad input ends: ``error: <message>`` on stderr, exit status 2."""
-    if os.environ.get("HYDRA_FULL_ERROR") == "1" and sys.exc_info()[0] is not None:
-        traceback.print_exc()
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(2)
 
 
 def check_output_dir(target: Path) -> Path:
@@ -81,7 +72,7 @@ def preflight(
     args = Flags().read(argv)
     named = any(o.startswith("hydra.job.name=") for o in args.overrides)
     before = [*([] if named else [f"hydra.job.name={job_name}"]), *(defaults(args.overrides) if defaults else [])]
-    config_dirs = [*([Path(args.config_dir)] if args.config_dir else []), *searchpath_dirs(args.overrides)]
+    config_dirs = extra_config_dirs(args)
     overrides = [*before, *expand_detectors(args.overrides, config_dirs)]
     hydra_argv = [*(a for a in argv if a not in args.overrides), *overrides]
     if args.help or args.hydra_help or args.version or args.info or args.shell_completion or args.experimental_rerun:

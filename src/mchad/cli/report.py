@@ -48,8 +48,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mchad.cli.launch import fail
-from mchad.errors import ConfigError
+from mchad.errors import ConfigError, fail
 
 if TYPE_CHECKING:
     import pandas as pd

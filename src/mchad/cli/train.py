@@ -16,9 +16,10 @@ from collections.abc import Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from mchad.cli.launch import fail, launch
+from mchad.cli.command_line import Flags, extra_config_dirs
+from mchad.cli.launch import launch
 from mchad.config import compose
-from mchad.errors import ConfigError, command
+from mchad.errors import ConfigError, command, fail
 from mchad.rundir import checkpoint_run_dir
 
 
@@ -58,41 +59,30 @@ def eval_main(argv: Sequence[str] | None = None) -> None:
         launch("mchad.train:evaluate_checkpoint", job_name="eval", argv=argv, defaults=eval_defaults)
 
 
-def option(argv: Sequence[str], *names: str) -> str | None:
-    """The value of a command-line option given as ``--name VALUE`` or ``--name=VALUE``."""
-    for index, arg in enumerate(argv):
-        for name in names:
-            if arg == name and index + 1 < len(argv):
-                return argv[index + 1]
-            if arg.startswith(name + "="):
-                return arg.split("=", 1)[1]
-    return None
-
-
 def show_evaluation_config(argv: Sequence[str]) -> bool:
     """``mchad-eval --cfg job|all ckpt_path=X``: print the config the evaluation of X uses, the one the
     checkpoint was trained with and the evaluation overrides (Hydra alone would print the default
     config). False, doing nothing, for any other command line: Hydra handles it."""
-    shown = option(argv, "--cfg", "-c")
-    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
-    if shown not in ("job", "all") or "-m" in argv or "--multirun" in argv:
+    try:
+        args = Flags().read(argv)
+    except ConfigError:  # the launch's pre-flight refuses the command line in one line
         return False
-    if not any(o.startswith("ckpt_path=") for o in overrides):
+    overrides = args.overrides
+    if args.cfg not in ("job", "all") or args.multirun or not any(o.startswith("ckpt_path=") for o in overrides):
         return False
     from mchad.train import saved_run_config  # reads the checkpoint: the training stack
 
     try:
-        cfg = compose([*eval_run_dir_override(overrides), *overrides])
+        cfg = compose([*eval_run_dir_override(overrides), *overrides], config_dirs=extra_config_dirs(args))
         evaluated = saved_run_config(cfg, cfg.hydra.run.dir) or cfg
     except ConfigError as error:
         fail(str(error))
-    if shown == "all" and "hydra" not in evaluated:
+    if args.cfg == "all" and "hydra" not in evaluated:
         with open_dict(evaluated):
             evaluated.hydra = cfg.hydra
-    elif shown == "job" and "hydra" in evaluated:
+    elif args.cfg == "job" and "hydra" in evaluated:
         evaluated = OmegaConf.masked_copy(evaluated, [k for k in evaluated if k != "hydra"])
-    package = option(argv, "--package", "-p")
-    if package:
-        evaluated = OmegaConf.select(evaluated, package)
-    print(OmegaConf.to_yaml(evaluated, resolve="--resolve" in argv), end="")
+    if args.package:
+        evaluated = OmegaConf.select(evaluated, args.package)
+    print(OmegaConf.to_yaml(evaluated, resolve=args.resolve), end="")
     return True

@@ -1,4 +1,4 @@
-"""Downloads with checksums, archive extraction, and the file locks that make both safe in parallel.
+"""Downloads with checksums and archive extraction, each under a file lock (:func:`mchad.files.file_lock`).
 
 Several runs (seeds of a sweep) may start at once on the same data directory. A download
 goes to a unique temporary name in the destination folder, is verified (size, checksum),
@@ -10,24 +10,20 @@ interrupted is recognised and extracted again.
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import hashlib
 import logging
-import os
 import shutil
 import tarfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from mchad.errors import ConfigError
-from mchad.files import atomic_file, remove_parts
+from mchad.files import atomic_file, file_lock, remove_parts
 
 log = logging.getLogger(__name__)
 
@@ -84,34 +80,6 @@ def mismatch(remote: RemoteFile, path: Path) -> str | None:
     if actual != remote.checksum:
         return f"{remote.algorithm} {actual}, expected {remote.checksum}"
     return None
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an inter-process lock guarding ``path``: the file ``.<name>.lock`` beside it, there only while held.
-
-    Written here because filelock's ``FileLock`` leaves its lock file behind (a refused run would
-    leave one per data set in ``data/``), and deleting that file after releasing it would let
-    two processes lock two different files of one name. This lock deletes its file while still
-    holding it, and a process that waited on a deleted file sees that the name now points
-    elsewhere (another inode) and locks again. An OS lock (``flock``) dies with its process.
-    """
-    lock = path.parent / f".{path.name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            if os.stat(lock).st_ino == os.fstat(handle).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        os.close(handle)
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-        os.close(handle)
 
 
 def _download(remote: RemoteFile, dest: Path) -> None:

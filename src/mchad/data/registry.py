@@ -36,10 +36,11 @@ import numpy as np
 import torchvision.datasets as tvd
 
 from mchad.data.cache import CacheEntry, Fingerprint
-from mchad.data.download import RemoteFile, extract, fetch, file_lock
+from mchad.data.download import RemoteFile, extract, fetch
 from mchad.data.images import list_images, read_class_tree, read_images, to_rgb32
 from mchad.data.tensors import OOD_LABEL, ImageTensors
 from mchad.errors import ConfigError
+from mchad.files import file_lock
 
 Arrays = tuple[np.ndarray, np.ndarray]
 
@@ -477,6 +478,12 @@ def cache_name(name: str, root: Path | None) -> str:
     return f"{name}-local-{hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:10]}"
 
 
+def cache_entry(name: str, split: str, data_dir: str | Path, root: str | Path | None = None) -> CacheEntry:
+    """The cache entry of data set ``name``'s ``split`` under ``data_dir`` (``root``: the user's copy it is read from)."""
+    key = cache_name(name, Path(root).expanduser() if root is not None else None)
+    return CacheEntry(Path(data_dir).expanduser() / CACHE_FOLDER, key, split, get_source(name).version)
+
+
 def load_dataset(
     name: str, split: str, data_dir: str | Path, root: str | Path | None = None, download: bool = True
 ) -> ImageTensors:
@@ -495,7 +502,7 @@ def load_dataset(
             f"root={local} for data set {name} does not exist: point it at a local copy or set it to null"
         )
     fingerprint = source.local_fingerprint(split, local) if local is not None else source.fingerprint(split)
-    entry = CacheEntry(Path(data_dir).expanduser() / CACHE_FOLDER, cache_name(name, local), split, source.version)
+    entry = cache_entry(name, split, data_dir, local)
     # checked without the lock, and quietly: an invalid entry is reported once, by open_or_build() under the lock
     tensors = entry.open(fingerprint, warn=False)
     if tensors is not None:
