@@ -27,6 +27,17 @@ def test_output_is_normalised_float_nchw_channels_last(batch: torch.Tensor) -> N
         assert out.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float64, 1e-6), (torch.bfloat16, 2e-2)])
+def test_output_takes_the_dtype_the_model_was_cast_to(
+    batch: torch.Tensor, dtype: torch.dtype, tolerance: float
+) -> None:
+    """Lightning's 64-true and bf16-true cast the whole module, the augmentation with it: its output must meet
+    weights of that dtype (a float32 output made every step of such a run fail)."""
+    out = BatchAugment(MEAN, STD).to(dtype)(batch, train=False)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), plain_normalise(batch), atol=tolerance, rtol=tolerance)
+
+
 def test_evaluation_and_disabled_augmentation_equal_plain_normalisation(batch: torch.Tensor) -> None:
     expected = plain_normalise(batch)
     torch.testing.assert_close(BatchAugment(MEAN, STD)(batch, train=False), expected)

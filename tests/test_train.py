@@ -138,6 +138,14 @@ def test_eval_refuses_an_override_that_changes_the_model(quickstart_run, tmp_pat
 # The table of bad inputs is tests/test_bad_input.py; this one needs a real checkpoint file of another shape.
 
 
+def test_a_run_in_bf16_true_precision_trains_and_tests(run_config):
+    cfg, run_dir = run_config("experiment=quickstart", "trainer.precision=bf16-true", "trainer.max_epochs=1",
+                              "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+                              "trainer.limit_test_batches=1", "logger=none")  # fmt: skip
+    rows = train(cfg, run_dir)
+    assert {row["ood_dataset"] for row in rows} == {"digits-ood", "gaussian", "uniform"}
+
+
 def test_pretrained_checkpoint_of_wrong_shape(run_config, tmp_path, monkeypatch):
     monkeypatch.setattr(pl.Trainer, "fit", lambda *a, **k: pytest.fail("training must not start"))
     wrong = tmp_path / "wrn-40-4.pt"

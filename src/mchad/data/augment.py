@@ -97,7 +97,8 @@ class BatchAugment(nn.Module):
             images = crop_flip(x, offsets[0], offsets[1], flips, self.crop_padding)
         else:
             images = x.permute(0, 3, 1, 2)
-        out = torch.empty(images.shape, dtype=torch.float32, device=x.device, memory_format=torch.channels_last)
+        # the buffers' dtype: float32, or the model's under trainer.precision=bf16-true / 64-true, whose weights it meets
+        out = torch.empty(images.shape, dtype=self.scale.dtype, device=x.device, memory_format=torch.channels_last)
         return out.copy_(images).mul_(self.scale).add_(self.shift)
 
     def extra_repr(self) -> str:
