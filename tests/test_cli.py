@@ -109,6 +109,17 @@ print(sorted(m for m in ("pytorch_lightning", "lightning_fabric", "mchad.train",
     assert (tmp_path / "report" / "summary.csv").is_file()
 
 
+@pytest.mark.parametrize(("script", "name"), [("/venv/bin/mchad-train", "mchad-train"), ("run.py", "python run.py")])
+def test_train_help_names_the_command_the_user_ran(script, name, monkeypatch, capsys):
+    from mchad.cli.train import train_main
+
+    monkeypatch.setattr(sys, "argv", [script])
+    with pytest.raises(SystemExit) as stop:
+        train_main(["--help"])
+    assert stop.value.code in (0, None)
+    assert capsys.readouterr().out.startswith(f"{name} is powered by Hydra.")
+
+
 def test_flags_are_the_flags_of_hydras_own_parser():
     """mchad.cli.launch.Flags stands in for Hydra's private parser: the same options, the same choices."""
     from hydra._internal.utils import get_args_parser  # the private parser this test pins, never used in src/

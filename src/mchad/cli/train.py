@@ -43,8 +43,13 @@ def eval_run_dir_override(overrides: list[str]) -> list[str]:
     return [f"hydra.run.dir={checkpoint_run_dir(ckpt)}/eval/${{now:%Y-%m-%d_%H-%M-%S}}"]
 
 
+def train_defaults(argv: list[str]) -> list[str]:
+    """Hydra's help page names the app as the user ran it (else by its job name, ``run``)."""
+    return [f"hydra.help.app_name='{command('train')}'"]
+
+
 def train_main(argv: Sequence[str] | None = None) -> None:
-    launch("mchad.train:train", job_name="run", argv=argv, check=check_training)
+    launch("mchad.train:train", job_name="run", argv=argv, defaults=train_defaults, check=check_training)
 
 
 def eval_defaults(argv: list[str]) -> list[str]:
