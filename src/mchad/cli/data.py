@@ -160,7 +160,7 @@ def verify(overrides: Sequence[str]) -> tuple[int, int]:
             where = f"{name}: {ref.role:<8} {ref.name}/{ref.split}"
             if problem:
                 failures += 1
-                rebuild = "mchad-data prepare with the same arguments"
+                rebuild = f"{command('data')} prepare with the same arguments"
                 fix = f"run {rebuild}" if problem == "not cached" else f"delete {entry} and run {rebuild}"
                 print(f"{where}: {problem} ({entry}): {fix}", flush=True)
             else:
