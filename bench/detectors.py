@@ -11,8 +11,8 @@ uint8 images, through the project's own code path (:mod:`mchad.evaluation.detect
 - ``train pass``: the one forward pass over the training images that the fitting detectors fit
   on (cached per checkpoint in a run, so paid once);
 - per detector, ``fit``: its fit on those training representations; ``pass``: the test pass
-  with this detector alone scored in it (:meth:`DetectorBank.score_batch`; ODIN: its own
-  gradient pass); ``score``: ``pass - forward``, what the detector adds to the forward pass.
+  with this detector alone scored in it (:meth:`DetectorBank.score_batch`; ODIN: a forward and a
+  backward pass, then a forward pass of the perturbed images); ``score``: ``pass - forward``, what the detector adds to the forward pass.
 
 Each time is the median of ``--rounds`` runs. Separately, in a fresh process, KNN (k=50) fits
 50,000 random 128-d features (WRN-40-2's width) and scores 10,000: the peak RSS above the
