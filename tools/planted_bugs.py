@@ -1,14 +1,15 @@
 """Plant known bugs one at a time in a copy of the tree and check that the test meant to catch each fails.
 
 A test suite earns trust by failing when the code is wrong. Each entry of :data:`BUGS` is a
-plausible mistake that once went unnoticed (issue 20 of this project; 8-11: found by a review of
-the tests, each passed the suite before its test was strengthened): one or more exact text
+plausible mistake that once went unnoticed (1-7: issue 20 of this project; 8-11: found by a review
+of the tests, each passed the suite before its test was strengthened; 12-13: bugs found later, each
+with the test that came with its fix): one or more exact text
 replacements, and the tests that must then fail. The tool copies the files git tracks (with the
 uncommitted changes) to a temporary folder, runs the named tests there once unchanged (they must
 pass), then once per bug with it planted, and prints one line per bug. Exit status 1 when a test
 fails unplanted or a planted bug goes unnoticed.
 
-    python tools/planted_bugs.py          # all bugs, about 10 minutes on 2 cores
+    python tools/planted_bugs.py          # all bugs, about 11 minutes on 2 cores
     python tools/planted_bugs.py 2 6      # only bugs 2 and 6
 """
 
@@ -104,6 +105,16 @@ BUGS = (
             ),
         ),
         ("tests/test_cli.py::test_help_and_the_report_never_import_the_training_stack",),
+    ),
+    Bug(
+        "the augmentation's output stays float32 under trainer.precision=bf16-true or 64-true",
+        (("src/mchad/data/augment.py", "dtype=self.scale.dtype", "dtype=torch.float32"),),
+        ("tests/test_data_augment.py", "tests/test_train.py::test_a_run_in_bf16_true_precision_trains_and_tests"),
+    ),
+    Bug(
+        "a removed half-made run directory leaves its run.log handler on the root logger",
+        (("src/mchad/rundir.py", 'run_dir in Path(getattr(h, "baseFilename", "/")).parents', "False"),),
+        ("tests/test_faults.py::test_a_diverging_loss_stops_with_one_line_and_no_results",),
     ),
 )
 
